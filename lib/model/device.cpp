@@ -1,0 +1,39 @@
+#include "model/device.h"
+
+#include "core/error.h"
+
+namespace kvscope {
+
+at::Device parse_device(const std::string& name) {
+  if (name == "cpu") return at::Device(at::kCPU);
+  if (name.rfind("cuda", 0) == 0) {
+    if (!at::hasCUDA()) {
+      fail("--device ", name, ": this LibTorch build has no usable CUDA device (build against a CUDA LibTorch 2.x, or use --device cpu)");
+    }
+    try {
+      return at::Device(name);
+    } catch (const c10::Error&) {
+      fail("--device ", name, ": not a valid device (expected cpu, cuda or cuda:N)");
+    }
+  }
+  fail("--device ", name, ": unknown device (expected cpu, cuda or cuda:N)");
+}
+
+at::ScalarType parse_compute_dtype(const std::string& name) {
+  if (name == "float32" || name == "f32" || name == "fp32") return at::kFloat;
+  if (name == "bfloat16" || name == "bf16") return at::kBFloat16;
+  if (name == "float16" || name == "f16" || name == "fp16") return at::kHalf;
+  fail("--dtype ", name, ": unknown dtype (expected float32, bfloat16 or float16)");
+}
+
+std::string dtype_name(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "float32";
+    case at::kBFloat16: return "bfloat16";
+    case at::kHalf: return "float16";
+    case at::kDouble: return "float64";
+    default: return c10::toString(t);
+  }
+}
+
+}  // namespace kvscope

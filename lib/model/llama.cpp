@@ -1,0 +1,117 @@
+#include "model/llama.h"
+
+#include <cmath>
+#include <limits>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+#include "model/device.h"
+#include "model/kv_cache.h"
+#include "model/observer.h"
+
+namespace kvscope {
+
+at::Tensor project(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  if (x.size(0) == 1) {
+    at::Tensor y = at::mv(weight, x[0]);
+    if (bias.defined()) y.add_(bias);
+    return y.unsqueeze(0);
+  }
+  return bias.defined() ? at::addmm(bias, x, weight.t()) : at::mm(x, weight.t());
+}
+
+LlamaModel LlamaModel::load(const std::filesystem::path& dir, const LoadOptions& options) {
+  const at::Device device = parse_device(options.device);
+  const at::ScalarType dtype = parse_compute_dtype(options.dtype);
+  ModelConfig config = load_model_config(dir);
+  const SafetensorsArchive archive = SafetensorsArchive::open(dir);
+  ModelWeights weights = load_weights(archive, config, device, dtype);
+  LlamaModel model(std::move(config), std::move(weights), device, dtype);
+  model.source_ = dir.string();
+  return model;
+}
+
+LlamaModel::LlamaModel(ModelConfig config, ModelWeights weights, at::Device device, at::ScalarType dtype)
+    : config_(std::move(config)), weights_(std::move(weights)), device_(device), dtype_(dtype), rope_(config_, device) {}
+
+FullKvCache LlamaModel::new_cache(int64_t capacity) const {
+  return FullKvCache(config_.num_layers, config_.num_kv_heads, config_.head_dim, dtype_, device_, capacity);
+}
+
+at::Tensor LlamaModel::rms_norm(const at::Tensor& x, const at::Tensor& weight) const {
+  const at::Tensor inv = at::rsqrt(x.pow(2).mean({-1}, /*keepdim=*/true) + config_.rms_norm_eps);
+  return (x * inv * weight).to(dtype_);
+}
+
+at::Tensor LlamaModel::attention_block(int layer, const at::Tensor& x, const at::Tensor& positions,
+                                       KvCache& cache, ForwardObserver* observer) const {
+  const LayerWeights& w = weights_.layers[layer];
+  const int64_t T = x.size(0), H = config_.num_heads, KV = config_.num_kv_heads, hd = config_.head_dim;
+  const int64_t group = H / KV;
+
+  const at::Tensor q_pre = project(x, w.wq, w.bq).view({T, H, hd}).transpose(0, 1);
+  const at::Tensor k_pre = project(x, w.wk, w.bk).view({T, KV, hd}).transpose(0, 1).contiguous();
+  const at::Tensor v = project(x, w.wv, w.bv).view({T, KV, hd}).transpose(0, 1).contiguous();
+  const at::Tensor k = rope_.apply(k_pre, positions);
+
+  const AttentionInputs in = cache.append(layer, NewEntries{k_pre, k, v, positions});
+  const at::Tensor q = rope_.apply(q_pre, in.query_positions);  // [H, T, hd]
+  const int64_t S = in.keys.size(1);
+
+  // Query head h reads KV head h / group: grouping the query heads of one KV head into the
+  // rows of one batched product avoids materialising repeated keys.
+  const at::Tensor qg = q.reshape({KV, group * T, hd});
+  at::Tensor scores = at::bmm(qg, in.keys.transpose(1, 2)).to(at::kFloat);  // [KV, group*T, S]
+  scores.mul_(1.0 / std::sqrt(static_cast<double>(hd)));
+  scores = scores.view({KV, group, T, S});
+
+  const bool needs_mask = T > 1 || config_.sliding_window.has_value() || in.key_positions.dim() == 2;
+  if (needs_mask) {
+    const at::Tensor qpos = in.query_positions.view({T, 1});
+    at::Tensor kpos = in.key_positions;  // [S] or [KV, S]
+    kpos = kpos.dim() == 1 ? kpos.view({1, 1, 1, S}) : kpos.view({KV, 1, 1, S});
+    at::Tensor hidden = kpos.gt(qpos.view({1, 1, T, 1}));
+    if (config_.sliding_window) hidden = hidden.logical_or(qpos.view({1, 1, T, 1}) - kpos >= *config_.sliding_window);
+    scores.masked_fill_(hidden, -std::numeric_limits<float>::infinity());
+  }
+  const at::Tensor probs = at::softmax(scores, -1);  // fp32
+  const at::Tensor out = at::bmm(probs.view({KV, group * T, S}).to(dtype_), in.values).view({H, T, hd});
+
+  if (observer) {
+    const bool give_attention = observer->wants_attention(layer);
+    const at::Tensor probs_h = probs.view({H, T, S});
+    observer->on_layer(LayerActivations{layer, positions, q, k_pre, k, v, give_attention ? &probs_h : nullptr,
+                                        out, in.key_positions});
+  }
+  cache.observe_attention(layer, probs.view({H, T, S}));
+
+  const at::Tensor merged = out.transpose(0, 1).reshape({T, H * hd});
+  return project(merged, w.wo);
+}
+
+at::Tensor LlamaModel::mlp_block(int layer, const at::Tensor& x) const {
+  const LayerWeights& w = weights_.layers[layer];
+  const at::Tensor gate = project(x, w.w_gate);
+  const at::Tensor up = project(x, w.w_up);
+  return project(at::silu(gate) * up, w.w_down);
+}
+
+at::Tensor LlamaModel::forward(const at::Tensor& tokens, int64_t start_position, KvCache& cache,
+                               ForwardObserver* observer, Logits logits) const {
+  if (tokens.dim() != 1 || tokens.size(0) == 0) fail("forward: expected a non-empty 1-D tensor of token ids");
+  const at::Tensor ids = tokens.to(device_, at::kLong);
+  const int64_t T = ids.size(0);
+  const at::Tensor positions = at::arange(start_position, start_position + T, at::TensorOptions().dtype(at::kLong).device(device_));
+
+  at::Tensor h = weights_.embed.index_select(0, ids).to(at::kFloat);  // [T, D] residual stream
+  for (int layer = 0; layer < config_.num_layers; ++layer) {
+    const LayerWeights& w = weights_.layers[layer];
+    h = h + attention_block(layer, rms_norm(h, w.attn_norm), positions, cache, observer).to(at::kFloat);
+    h = h + mlp_block(layer, rms_norm(h, w.ffn_norm)).to(at::kFloat);
+  }
+  if (logits == Logits::None) return {};
+  const at::Tensor last = logits == Logits::Last ? h.narrow(0, T - 1, 1) : h;
+  return project(rms_norm(last, weights_.final_norm), weights_.lm_head).to(at::kFloat);
+}
+
+}  // namespace kvscope

@@ -1,0 +1,26 @@
+#pragma once
+#include <ATen/ATen.h>
+
+#include "model/config.h"
+
+namespace kvscope {
+
+// Rotary position embedding in the Hugging Face rotate_half layout: dims (j, j + d/2) of a
+// head rotate together. Angles are computed in float64 so long positions stay exact.
+class Rope {
+ public:
+  Rope(const ModelConfig& config, at::Device device);
+
+  // x: [heads, T, head_dim]; positions: [T] (shared by all heads) or [heads, T] (int64).
+  at::Tensor apply(const at::Tensor& x, const at::Tensor& positions) const;
+  // The scaled inverse frequencies (float64, [head_dim / 2]).
+  const at::Tensor& inv_freq() const { return inv_freq_; }
+
+ private:
+  at::Tensor inv_freq_;
+};
+
+// Inverse frequencies for a config, including linear and llama3 scaling (host-side doubles).
+std::vector<double> rope_inverse_frequencies(const ModelConfig& config);
+
+}  // namespace kvscope

@@ -1,0 +1,113 @@
+#include "model/tokenizer.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cctype>
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+#include "model/config.h"
+#include "model/sentencepiece_model.h"
+
+namespace kvscope {
+
+struct Tokenizer::Impl {
+  SentencePieceModel sp;
+};
+
+Tokenizer::Tokenizer() = default;
+Tokenizer::~Tokenizer() = default;
+
+std::unique_ptr<Tokenizer> Tokenizer::load(const std::filesystem::path& model_dir, const ModelConfig& config) {
+  const auto path = model_dir / "tokenizer.model";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    fail(model_dir.string(), ": no tokenizer.model (only SentencePiece tokenizers are supported; pass pre-tokenized input with --ids FILE instead)");
+  }
+  std::unique_ptr<Tokenizer> tok(new Tokenizer());
+  tok->impl_ = std::make_unique<Impl>(Impl{SentencePieceModel::parse(read_text_file(path), path.string())});
+  if (tok->impl_->sp.size() > config.vocab_size) {
+    fail(path.string(), ": tokenizer has ", tok->impl_->sp.size(), " pieces but the model's vocab_size is ", config.vocab_size);
+  }
+  tok->bos_id_ = config.bos_token_id >= 0 ? config.bos_token_id : tok->impl_->sp.bos_id();
+  tok->add_bos_ = tok->bos_id_ >= 0;
+  const auto tc_path = model_dir / "tokenizer_config.json";
+  std::ifstream tc(tc_path);
+  if (tc) {
+    std::stringstream buf;
+    buf << tc.rdbuf();
+    auto doc = nlohmann::json::parse(buf.str(), nullptr, false);
+    if (!doc.is_discarded() && doc.is_object() && doc.contains("add_bos_token") && doc["add_bos_token"].is_boolean()) {
+      tok->add_bos_ = tok->add_bos_ && doc["add_bos_token"].get<bool>();
+    }
+  }
+  tok->description_ = concat("sentencepiece ", path.string(), " (", tok->impl_->sp.size(), " pieces, ",
+                             tok->add_bos_ ? "BOS added" : "no BOS", ")");
+  return tok;
+}
+
+Encoding Tokenizer::encode(const std::string& text) const {
+  Encoding out;
+  if (add_bos_) {
+    out.ids.push_back(bos_id_);
+    out.pieces.push_back(piece(bos_id_));
+    out.byte_spans.emplace_back(-1, -1);
+  }
+  for (const EncodedPiece& p : impl_->sp.encode(text)) {
+    out.ids.push_back(p.id);
+    out.pieces.push_back(impl_->sp.piece(p.id));
+    out.byte_spans.emplace_back(p.begin, p.end);
+  }
+  return out;
+}
+
+std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
+  return impl_->sp.decode(ids);
+}
+
+std::string Tokenizer::piece(int64_t id) const {
+  if (id < 0 || id >= impl_->sp.size()) return "";
+  return impl_->sp.piece(static_cast<int>(id));
+}
+
+int64_t Tokenizer::vocab_size() const { return impl_->sp.size(); }
+
+std::string read_text_file(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) fail(path.string(), ": is a directory, expected a text file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path.string(), ": cannot read");
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+std::vector<int64_t> read_token_ids_file(const std::filesystem::path& path, int64_t vocab_size) {
+  const std::string text = read_text_file(path);
+  std::vector<int64_t> ids;
+  size_t i = 0;
+  int line = 1;
+  while (i < text.size()) {
+    const char c = text[i];
+    if (c == '\n') { ++line; ++i; continue; }
+    if (std::isspace(static_cast<unsigned char>(c)) || c == ',') { ++i; continue; }
+    if (c == '#') { while (i < text.size() && text[i] != '\n') ++i; continue; }
+    size_t j = i;
+    while (j < text.size() && std::isdigit(static_cast<unsigned char>(text[j]))) ++j;
+    const bool terminated = j == text.size() || std::isspace(static_cast<unsigned char>(text[j])) || text[j] == ',' || text[j] == '#';
+    if (j == i || !terminated || j - i > 12) {
+      size_t e = i;
+      while (e < text.size() && !std::isspace(static_cast<unsigned char>(text[e])) && text[e] != ',') ++e;
+      fail(path.string(), ":", line, ": '", text.substr(i, std::min<size_t>(e - i, 40)), "' is not a token id (expected non-negative integers)");
+    }
+    const int64_t id = std::stoll(text.substr(i, j - i));
+    if (id >= vocab_size) fail(path.string(), ":", line, ": token id ", id, " is out of vocabulary (vocab_size ", vocab_size, ")");
+    ids.push_back(id);
+    i = j;
+  }
+  if (ids.empty()) fail(path.string(), ": no token ids found (empty input)");
+  return ids;
+}
+
+}  // namespace kvscope

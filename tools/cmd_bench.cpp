@@ -1,0 +1,121 @@
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+#include <thread>
+
+#include "commands.h"
+#include "common.h"
+#include "core/error.h"
+#include "core/version.h"
+#include "model/kv_cache.h"
+#include "model/random_model.h"
+
+namespace kvscope::tools {
+namespace {
+
+RandomModelSpec parse_random_spec(const std::string& text) {
+  RandomModelSpec s;
+  s.vocab_size = 32000;
+  s.hidden_size = 512;
+  s.intermediate_size = 1376;
+  s.num_layers = 8;
+  s.num_heads = 8;
+  s.num_kv_heads = 2;
+  s.max_position_embeddings = 4096;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (item.empty()) continue;
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos) fail("--random: '", item, "' is not key=value");
+    const std::string key = item.substr(0, eq);
+    int64_t value = 0;
+    try {
+      value = std::stoll(item.substr(eq + 1));
+    } catch (...) {
+      fail("--random: '", item, "' needs an integer value");
+    }
+    if (value <= 0) fail("--random: ", key, " must be positive");
+    if (key == "layers") s.num_layers = value;
+    else if (key == "hidden") s.hidden_size = value;
+    else if (key == "mlp") s.intermediate_size = value;
+    else if (key == "heads") s.num_heads = value;
+    else if (key == "kv_heads") s.num_kv_heads = value;
+    else if (key == "vocab") s.vocab_size = value;
+    else if (key == "context") s.max_position_embeddings = value;
+    else fail("--random: unknown key '", key, "' (known: layers, hidden, mlp, heads, kv_heads, vocab, context)");
+  }
+  return s;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+Command register_bench(CLI::App& app) {
+  auto* cmd = app.add_subcommand("bench", "Measure prefill and decode throughput (tokens/s) of a model or a random one");
+  static std::string model_dir, random_spec;
+  static RuntimeOptions rt;
+  static int64_t prefill = 512, context = 2048, decode = 64;
+  static int repeat = 3;
+  cmd->add_option("MODEL_DIR", model_dir, "Hugging Face model directory (or use --random)");
+  cmd->add_option("--random", random_spec,
+                  "benchmark a random-weight model: key=value list over layers, hidden, mlp, heads, kv_heads, vocab, context "
+                  "(default layers=8,hidden=512,mlp=1376,heads=8,kv_heads=2,vocab=32000,context=4096)");
+  cmd->add_option("--prefill", prefill, "tokens in the timed prefill")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--context", context, "cache length before the timed decode steps")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--decode", decode, "timed decode steps")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--repeat", repeat, "repetitions; the best is reported")->capture_default_str()->check(CLI::PositiveNumber);
+  add_runtime_options(cmd, rt);
+  return {cmd, [] {
+            std::string dir = model_dir;
+            std::filesystem::path tmp;
+            if (dir.empty()) {
+              tmp = std::filesystem::temp_directory_path() / ("kvscope-bench-" + std::to_string(::getpid()));
+              write_random_model(tmp.string(), parse_random_spec(random_spec));
+              dir = tmp.string();
+            }
+            struct Cleanup {
+              std::filesystem::path p;
+              ~Cleanup() { if (!p.empty()) { std::error_code ec; std::filesystem::remove_all(p, ec); } }
+            } cleanup{tmp};
+            const LlamaModel model = load_model(dir, rt);
+            const ModelConfig& c = model.config();
+            if (prefill > c.max_position_embeddings || context + decode > c.max_position_embeddings) {
+              fail("--prefill/--context+--decode exceed the model's context of ", c.max_position_embeddings);
+            }
+            auto ids_of = [&](int64_t n) {
+              std::vector<int64_t> v(n);
+              for (int64_t i = 0; i < n; ++i) v[i] = (i * 7919 + 13) % c.vocab_size;
+              return at::tensor(v, at::kLong);
+            };
+            double best_prefill = 1e30, best_decode = 1e30;
+            for (int r = 0; r < repeat; ++r) {
+              FullKvCache cache = model.new_cache(prefill);
+              auto t0 = std::chrono::steady_clock::now();
+              model.forward(ids_of(prefill), 0, cache, nullptr, Logits::Last);
+              best_prefill = std::min(best_prefill, seconds_since(t0));
+
+              FullKvCache dcache = model.new_cache(context + decode);
+              model.forward(ids_of(context), 0, dcache, nullptr, Logits::None);
+              const at::Tensor next = ids_of(decode);
+              t0 = std::chrono::steady_clock::now();
+              for (int64_t i = 0; i < decode; ++i) model.forward(next.narrow(0, i, 1), context + i, dcache, nullptr, Logits::Last);
+              best_decode = std::min(best_decode, seconds_since(t0));
+            }
+            std::printf("model      %s (%.2f M params, %s, %s)\n", model_dir.empty() ? ("random " + random_spec).c_str() : model_dir.c_str(),
+                        c.parameter_count() / 1e6, rt.dtype.c_str(), rt.device.c_str());
+            std::printf("machine    %u cores; kvscope %s (%s); %s\n", std::thread::hardware_concurrency(), version(), git_commit(), library_versions().c_str());
+            std::printf("prefill    %lld tokens: %.1f tok/s\n", static_cast<long long>(prefill), prefill / best_prefill);
+            std::printf("decode     %lld steps at cache %lld: %.1f tok/s (%.3f ms/token)\n", static_cast<long long>(decode),
+                        static_cast<long long>(context), decode / best_decode, 1e3 * best_decode / decode);
+            return 0;
+          }};
+}
+
+}  // namespace kvscope::tools

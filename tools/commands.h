@@ -1,0 +1,22 @@
+#pragma once
+// Each subcommand lives in its own file and registers itself on the root app. The
+// returned function runs after parsing and returns the process exit code.
+#include <CLI/CLI.hpp>
+
+#include <functional>
+
+namespace kvscope::tools {
+
+using Runner = std::function<int()>;
+
+struct Command {
+  CLI::App* app;
+  Runner run;
+};
+
+Command register_info(CLI::App& app);
+Command register_score(CLI::App& app);
+Command register_generate(CLI::App& app);
+Command register_bench(CLI::App& app);
+
+}  // namespace kvscope::tools

@@ -1,0 +1,76 @@
+#include "common.h"
+
+#include "core/error.h"
+#include "core/threads.h"
+
+namespace kvscope::tools {
+namespace {
+std::string g_command_line;
+}
+
+void add_runtime_options(CLI::App* cmd, RuntimeOptions& o) {
+  cmd->add_option("--device", o.device, "cpu, cuda or cuda:N")->capture_default_str();
+  cmd->add_option("--dtype", o.dtype, "compute dtype: float32, bfloat16, float16 (softmax, norms and the residual stream stay fp32)")
+      ->capture_default_str();
+  cmd->add_option("--threads", o.threads, "LibTorch threads (0 = default: 1 on up to 4 cores)");
+  cmd->add_option("--blas-threads", o.blas_threads, "OpenBLAS threads (0 = default: all cores on up to 4 cores)");
+}
+
+LlamaModel load_model(const std::string& model_dir, const RuntimeOptions& o) {
+  configure_threads(o.threads, o.blas_threads);
+  return LlamaModel::load(model_dir, LoadOptions{o.device, o.dtype});
+}
+
+void add_input_options(CLI::App* cmd, InputOptions& o) {
+  auto* text = cmd->add_option("--text", o.text_file, "UTF-8 text file, tokenised with the model's tokenizer.model");
+  auto* ids = cmd->add_option("--ids", o.ids_file, "pre-tokenised input: token ids separated by whitespace or commas, '#' comments; no BOS added");
+  text->excludes(ids);
+  ids->excludes(text);
+  cmd->add_option("--max-tokens", o.max_tokens, "use only the first N tokens (0 = all)")->check(CLI::NonNegativeNumber);
+}
+
+TokenInput read_input(const std::string& model_dir, const ModelConfig& config, const InputOptions& o) {
+  TokenInput in;
+  if (!o.ids_file.empty()) {
+    in.ids = read_token_ids_file(o.ids_file, config.vocab_size);
+    in.source = o.ids_file;
+  } else if (!o.text_file.empty()) {
+    const std::string text = read_text_file(o.text_file);
+    if (text.find_first_not_of(" \t\r\n") == std::string::npos) fail(o.text_file, ": empty text (nothing to score)");
+    const auto tok = Tokenizer::load(model_dir, config);
+    Encoding enc = tok->encode(text);
+    in.ids = std::move(enc.ids);
+    in.pieces = std::move(enc.pieces);
+    in.byte_spans = std::move(enc.byte_spans);
+    in.source = o.text_file;
+  } else {
+    fail("no input: pass --text FILE or --ids FILE");
+  }
+  if (o.max_tokens > 0 && static_cast<int64_t>(in.ids.size()) > o.max_tokens) {
+    in.ids.resize(o.max_tokens);
+    if (!in.pieces.empty()) in.pieces.resize(o.max_tokens);
+    if (!in.byte_spans.empty()) in.byte_spans.resize(o.max_tokens);
+  }
+  return in;
+}
+
+std::string command_line() { return g_command_line; }
+
+void set_command_line(int argc, char** argv) {
+  std::string s;
+  for (int i = 0; i < argc; ++i) {
+    std::string a = argv[i];
+    const bool quote = a.empty() || a.find_first_of(" \t'\"$\\") != std::string::npos;
+    if (i) s += ' ';
+    if (quote) {
+      s += '\'';
+      for (char c : a) s += c == '\'' ? std::string("'\\''") : std::string(1, c);
+      s += '\'';
+    } else {
+      s += a;
+    }
+  }
+  g_command_line = s;
+}
+
+}  // namespace kvscope::tools

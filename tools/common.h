@@ -1,0 +1,46 @@
+#pragma once
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/llama.h"
+#include "model/tokenizer.h"
+
+namespace kvscope::tools {
+
+struct RuntimeOptions {
+  std::string device = "cpu";
+  std::string dtype = "float32";
+  int threads = 0;       // LibTorch intra-op threads; 0 = measured default
+  int blas_threads = 0;  // OpenBLAS threads; 0 = measured default
+};
+
+void add_runtime_options(CLI::App* cmd, RuntimeOptions& o);
+LlamaModel load_model(const std::string& model_dir, const RuntimeOptions& o);
+
+struct InputOptions {
+  std::string text_file;
+  std::string ids_file;
+  int64_t max_tokens = 0;  // 0 = all
+};
+
+void add_input_options(CLI::App* cmd, InputOptions& o);
+
+struct TokenInput {
+  std::vector<int64_t> ids;
+  std::vector<std::string> pieces;                     // empty for --ids input
+  std::vector<std::pair<int64_t, int64_t>> byte_spans;  // empty for --ids input
+  std::string source;                                  // file it came from
+};
+
+// Reads --text (tokenised with the model's tokenizer) or --ids, and truncates to
+// --max-tokens. Errors on empty input and on ids outside the vocabulary.
+TokenInput read_input(const std::string& model_dir, const ModelConfig& config, const InputOptions& o);
+
+// The command line as typed, for provenance records.
+std::string command_line();
+void set_command_line(int argc, char** argv);
+
+}  // namespace kvscope::tools

@@ -1,0 +1,50 @@
+#include <c10/util/Exception.h>
+
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include "commands.h"
+#include "common.h"
+#include "core/error.h"
+#include "core/version.h"
+#include "io/atomic_output.h"
+
+namespace {
+
+// c10 messages carry a multi-line backtrace; users get the first line.
+std::string first_line(const std::string& s) {
+  const size_t nl = s.find('\n');
+  return nl == std::string::npos ? s : s.substr(0, nl);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace kvscope;
+  tools::set_command_line(argc, argv);
+  install_interrupt_cleanup();
+  CLI::App app{"kvscope: observe, analyse and compress the KV cache of Llama-family models"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("kvscope ") + version() + " (" + git_commit() + ")");
+  const tools::Command commands[] = {tools::register_info(app), tools::register_score(app),
+                                     tools::register_generate(app), tools::register_bench(app)};
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    for (const auto& command : commands) {
+      if (command.app->parsed()) return command.run();
+    }
+    return 2;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "kvscope: error: %s\n", e.what());
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "kvscope: error: %s\n", first_line(e.what_without_backtrace()).c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvscope: error: %s\n", first_line(e.what()).c_str());
+  }
+  return 1;
+}
