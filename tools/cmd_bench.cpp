@@ -16,41 +16,6 @@
 namespace kvscope::tools {
 namespace {
 
-RandomModelSpec parse_random_spec(const std::string& text) {
-  RandomModelSpec s;
-  s.vocab_size = 32000;
-  s.hidden_size = 512;
-  s.intermediate_size = 1376;
-  s.num_layers = 8;
-  s.num_heads = 8;
-  s.num_kv_heads = 2;
-  s.max_position_embeddings = 4096;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    if (item.empty()) continue;
-    const size_t eq = item.find('=');
-    if (eq == std::string::npos) fail("--random: '", item, "' is not key=value");
-    const std::string key = item.substr(0, eq);
-    int64_t value = 0;
-    try {
-      value = std::stoll(item.substr(eq + 1));
-    } catch (...) {
-      fail("--random: '", item, "' needs an integer value");
-    }
-    if (value <= 0) fail("--random: ", key, " must be positive");
-    if (key == "layers") s.num_layers = value;
-    else if (key == "hidden") s.hidden_size = value;
-    else if (key == "mlp") s.intermediate_size = value;
-    else if (key == "heads") s.num_heads = value;
-    else if (key == "kv_heads") s.num_kv_heads = value;
-    else if (key == "vocab") s.vocab_size = value;
-    else if (key == "context") s.max_position_embeddings = value;
-    else fail("--random: unknown key '", key, "' (known: layers, hidden, mlp, heads, kv_heads, vocab, context)");
-  }
-  return s;
-}
-
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -65,8 +30,7 @@ Command register_bench(CLI::App& app) {
   static int repeat = 3;
   cmd->add_option("MODEL_DIR", model_dir, "Hugging Face model directory (or use --random)");
   cmd->add_option("--random", random_spec,
-                  "benchmark a random-weight model: key=value list over layers, hidden, mlp, heads, kv_heads, vocab, context "
-                  "(default layers=8,hidden=512,mlp=1376,heads=8,kv_heads=2,vocab=32000,context=4096)");
+                  std::string("benchmark a random-weight model: ") + kRandomSpecHelp);
   cmd->add_option("--prefill", prefill, "tokens in the timed prefill")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--context", context, "cache length before the timed decode steps")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--decode", decode, "timed decode steps")->capture_default_str()->check(CLI::PositiveNumber);
@@ -77,7 +41,7 @@ Command register_bench(CLI::App& app) {
             std::filesystem::path tmp;
             if (dir.empty()) {
               tmp = std::filesystem::temp_directory_path() / ("kvscope-bench-" + std::to_string(::getpid()));
-              write_random_model(tmp.string(), parse_random_spec(random_spec));
+              write_random_model(tmp.string(), parse_random_model_spec(random_spec));
               dir = tmp.string();
             }
             struct Cleanup {

@@ -18,5 +18,6 @@ Command register_info(CLI::App& app);
 Command register_score(CLI::App& app);
 Command register_generate(CLI::App& app);
 Command register_bench(CLI::App& app);
+Command register_random_model(CLI::App& app);
 
 }  // namespace kvscope::tools

@@ -3,6 +3,8 @@
 #include "core/error.h"
 #include "core/threads.h"
 
+#include <sstream>
+
 namespace kvscope::tools {
 namespace {
 std::string g_command_line;
@@ -52,6 +54,42 @@ TokenInput read_input(const std::string& model_dir, const ModelConfig& config, c
     if (!in.byte_spans.empty()) in.byte_spans.resize(o.max_tokens);
   }
   return in;
+}
+
+RandomModelSpec parse_random_model_spec(const std::string& text) {
+  RandomModelSpec s;
+  s.vocab_size = 32000;
+  s.hidden_size = 512;
+  s.intermediate_size = 1376;
+  s.num_layers = 8;
+  s.num_heads = 8;
+  s.num_kv_heads = 2;
+  s.max_position_embeddings = 4096;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (item.empty()) continue;
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos) fail("--random: '", item, "' is not key=value");
+    const std::string key = item.substr(0, eq);
+    int64_t value = 0;
+    try {
+      value = std::stoll(item.substr(eq + 1));
+    } catch (...) {
+      fail("--random: '", item, "' needs an integer value");
+    }
+    if (value <= 0) fail("--random: ", key, " must be positive");
+    if (key == "layers") s.num_layers = value;
+    else if (key == "hidden") s.hidden_size = value;
+    else if (key == "mlp") s.intermediate_size = value;
+    else if (key == "heads") s.num_heads = value;
+    else if (key == "kv_heads") s.num_kv_heads = value;
+    else if (key == "vocab") s.vocab_size = value;
+    else if (key == "context") s.max_position_embeddings = value;
+    else if (key == "seed") s.seed = static_cast<uint64_t>(value);
+    else fail("--random: unknown key '", key, "' (known: layers, hidden, mlp, heads, kv_heads, vocab, context, seed)");
+  }
+  return s;
 }
 
 std::string command_line() { return g_command_line; }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "model/llama.h"
+#include "model/random_model.h"
 #include "model/tokenizer.h"
 
 namespace kvscope::tools {
@@ -38,6 +39,13 @@ struct TokenInput {
 // Reads --text (tokenised with the model's tokenizer) or --ids, and truncates to
 // --max-tokens. Errors on empty input and on ids outside the vocabulary.
 TokenInput read_input(const std::string& model_dir, const ModelConfig& config, const InputOptions& o);
+
+// "layers=8,hidden=512,..." over a 30M-parameter default (8 layers, hidden 512, mlp 1376,
+// 8 heads / 2 KV heads, vocab 32000, context 4096).
+RandomModelSpec parse_random_model_spec(const std::string& text);
+inline const char* kRandomSpecHelp =
+    "key=value list over layers, hidden, mlp, heads, kv_heads, vocab, context, seed "
+    "(default layers=8,hidden=512,mlp=1376,heads=8,kv_heads=2,vocab=32000,context=4096)";
 
 // The command line as typed, for provenance records.
 std::string command_line();

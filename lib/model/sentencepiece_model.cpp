@@ -65,6 +65,20 @@ size_t utf8_length(unsigned char lead) {
   return 1;  // invalid lead byte: treat as one byte, as SentencePiece does
 }
 
+// Length of the valid UTF-8 sequence at s[0..n), or 0 if it is malformed (bad
+// continuation, overlong form, surrogate or beyond U+10FFFF).
+size_t valid_utf8_length(const unsigned char* s, size_t n) {
+  const size_t len = utf8_length(s[0]);
+  if (s[0] < 0x80) return 1;
+  if (s[0] < 0xc2 || s[0] > 0xf4 || len > n) return 0;
+  for (size_t k = 1; k < len; ++k) if ((s[k] & 0xc0) != 0x80) return 0;
+  if (len == 3 && ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] > 0x9f))) return 0;
+  if (len == 4 && ((s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] > 0x8f))) return 0;
+  return len;
+}
+
+const std::string kReplacement = "\xef\xbf\xbd";  // U+FFFD, what libsentencepiece puts for malformed bytes
+
 }  // namespace
 
 SentencePieceModel SentencePieceModel::parse(const std::string& data, const std::string& label) {
@@ -154,6 +168,20 @@ std::vector<EncodedPiece> SentencePieceModel::encode(const std::string& text) co
   bool prev_space = false;
   for (; i < text.size(); ++i) {
     const char c = text[i];
+    const size_t valid = valid_utf8_length(reinterpret_cast<const unsigned char*>(text.data()) + i, text.size() - i);
+    if (valid == 0) {
+      prev_space = false;
+      norm += kReplacement;
+      origin.insert(origin.end(), kReplacement.size(), static_cast<int64_t>(i));
+      continue;
+    }
+    if (valid > 1) {
+      prev_space = false;
+      norm.append(text, i, valid);
+      for (size_t k = 0; k < valid; ++k) origin.push_back(static_cast<int64_t>(i));
+      i += valid - 1;
+      continue;
+    }
     if (c == ' ') {
       if (remove_extra_whitespaces_ && prev_space) continue;
       prev_space = true;

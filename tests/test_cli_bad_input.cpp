@@ -1,0 +1,159 @@
+// Bad input through the CLI: every case is one clear line on stderr and a non-zero exit,
+// never a crash.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "model/random_model.h"
+#include "support/cli.h"
+#include "support/test_paths.h"
+
+namespace kvscope {
+namespace {
+
+using testing::run_kvscope;
+using testing::TempDir;
+
+class BadInput : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    spec_.vocab_size = 64;
+    spec_.hidden_size = 16;
+    spec_.intermediate_size = 24;
+    spec_.num_heads = 2;
+    spec_.num_kv_heads = 1;
+    write_random_model(good().string(), spec_);
+    std::ofstream(dir_ / "ids.txt") << "1 2 3 4 5";
+  }
+  std::filesystem::path good() const { return dir_ / "good"; }
+
+  // A copy of the good model whose files the test then breaks.
+  std::filesystem::path copy(const std::string& name) {
+    const auto p = dir_ / name;
+    std::filesystem::copy(good(), p, std::filesystem::copy_options::recursive);
+    return p;
+  }
+
+  static std::string read(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  static void write(const std::filesystem::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
+
+  void expect_clean_failure(const std::vector<std::string>& args, const std::string& expect) {
+    const auto r = run_kvscope(args);
+    EXPECT_TRUE(r.exited) << "killed by signal " << r.signal << "; stderr: " << r.err;
+    EXPECT_NE(r.code, 0);
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_EQ(r.err.rfind("kvscope: error: ", 0), 0u) << r.err;
+    EXPECT_NE(r.err.find(expect), std::string::npos) << "expected '" << expect << "' in: " << r.err;
+  }
+
+  TempDir dir_{"badinput"};
+  RandomModelSpec spec_;
+};
+
+TEST_F(BadInput, GoodModelWorks) {
+  const auto r = run_kvscope({"score", good().string(), "--ids", (dir_ / "ids.txt").string()});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("ppl"), std::string::npos);
+}
+
+TEST_F(BadInput, TruncatedSafetensors) {
+  const auto m = copy("truncated");
+  const std::string bytes = read(m / "model.safetensors");
+  write(m / "model.safetensors", bytes.substr(0, bytes.size() - 100));
+  expect_clean_failure({"score", m.string(), "--ids", (dir_ / "ids.txt").string()}, "outside the file");
+}
+
+TEST_F(BadInput, HeaderLengthBeyondFile) {
+  const auto m = copy("hugeheader");
+  std::string bytes = read(m / "model.safetensors");
+  bytes[5] = '\x01';  // header length now ~2^40
+  write(m / "model.safetensors", bytes);
+  expect_clean_failure({"info", m.string()}, "header length");
+}
+
+TEST_F(BadInput, InvalidHeaderJson) {
+  const auto m = copy("badjson");
+  std::string bytes = read(m / "model.safetensors");
+  bytes[8] = '[';
+  bytes[9] = '!';
+  write(m / "model.safetensors", bytes);
+  expect_clean_failure({"info", m.string()}, "not valid JSON");
+}
+
+TEST_F(BadInput, TensorRangeOutsideFile) {
+  const auto m = copy("range");
+  std::string bytes = read(m / "model.safetensors");
+  const size_t at = bytes.find("\"data_offsets\":[0,");
+  ASSERT_NE(at, std::string::npos);
+  bytes.replace(at, 18, "\"data_offsets\":[9,");  // same length, range now disagrees with the shape
+  write(m / "model.safetensors", bytes);
+  expect_clean_failure({"info", m.string()}, "model.safetensors");
+}
+
+TEST_F(BadInput, MissingTensor) {
+  const auto m = copy("missing");
+  std::string bytes = read(m / "model.safetensors");
+  const size_t at = bytes.find("model.norm.weight");
+  bytes.replace(at, 17, "model.mnrm.weight");
+  write(m / "model.safetensors", bytes);
+  expect_clean_failure({"info", m.string()}, "missing tensor 'model.norm.weight'");
+}
+
+TEST_F(BadInput, ShapeDisagreesWithConfig) {
+  const auto m = copy("shape");
+  std::string cfg = read(m / "config.json");
+  cfg.replace(cfg.find("\"intermediate_size\": 24"), 23, "\"intermediate_size\": 20");
+  write(m / "config.json", cfg);
+  expect_clean_failure({"info", m.string()}, "config.json implies");
+}
+
+TEST_F(BadInput, UnsupportedDtype) {
+  const auto m = copy("dtype");
+  std::string bytes = read(m / "model.safetensors");
+  bytes.replace(bytes.find("\"F32\""), 5, "\"I32\"");
+  write(m / "model.safetensors", bytes);
+  expect_clean_failure({"info", m.string()}, "unsupported dtype I32");
+}
+
+TEST_F(BadInput, UnknownArchitecture) {
+  const auto m = copy("arch");
+  std::string cfg = read(m / "config.json");
+  cfg.replace(cfg.find("\"llama\""), 7, "\"gpt_neox\"");
+  write(m / "config.json", cfg);
+  expect_clean_failure({"info", m.string()}, "unsupported architecture 'gpt_neox'");
+}
+
+TEST_F(BadInput, MissingTokenizer) {
+  write(dir_ / "story.txt", "Once upon a time");
+  expect_clean_failure({"score", good().string(), "--text", (dir_ / "story.txt").string()}, "no tokenizer.model");
+}
+
+TEST_F(BadInput, EmptyText) {
+  write(dir_ / "empty.txt", "  \n");
+  expect_clean_failure({"score", good().string(), "--text", (dir_ / "empty.txt").string()}, "empty text");
+}
+
+TEST_F(BadInput, IdsOutOfVocabulary) {
+  write(dir_ / "oov.txt", "1 2 64");
+  expect_clean_failure({"score", good().string(), "--ids", (dir_ / "oov.txt").string()}, "out of vocabulary");
+}
+
+TEST_F(BadInput, MissingModelDirAndMissingInput) {
+  expect_clean_failure({"info", (dir_ / "nope").string()}, "no such file or directory");
+  expect_clean_failure({"score", good().string(), "--ids", (dir_ / "nope.txt").string()}, "cannot read");
+  expect_clean_failure({"score", good().string()}, "no input");
+}
+
+TEST_F(BadInput, EveryCommandHasHelp) {
+  for (const char* cmd : {"info", "score", "generate", "bench", "random-model"}) {
+    const auto r = run_kvscope({cmd, "--help"});
+    EXPECT_EQ(r.code, 0) << cmd;
+    EXPECT_NE(r.out.find("Usage"), std::string::npos) << cmd;
+  }
+}
+
+}  // namespace
+}  // namespace kvscope
