@@ -4,6 +4,7 @@
 #include "commands.h"
 #include "common.h"
 #include "core/error.h"
+#include "dump/dump_reader.h"
 #include "io/safetensors.h"
 #include "model/device.h"
 #include "model/kv_cache.h"
@@ -50,17 +51,42 @@ int print_model_info(const std::string& dir, const RuntimeOptions& rt) {
   return 0;
 }
 
+int print_dump_info(const std::string& path) {
+  const DumpReader r = DumpReader::open(path);
+  std::error_code ec;
+  std::printf("dump           %s (%.1f MB, schema %s v%s)\n", path.c_str(), std::filesystem::file_size(path, ec) / 1048576.0,
+              r.attribute("schema").c_str(), "1");
+  std::printf("created        %s by kvscope %s (%s)\n", r.attribute("created").c_str(), r.attribute("kvscope_version").c_str(),
+              r.attribute("git_commit").c_str());
+  std::printf("command        %s\n", r.attribute("command_line").c_str());
+  std::printf("model          %s: %lld layers, %lld heads, %lld kv heads, head_dim %lld\n", r.attribute("model_path").c_str(),
+              static_cast<long long>(r.num_layers()), static_cast<long long>(r.num_heads()),
+              static_cast<long long>(r.num_kv_heads()), static_cast<long long>(r.head_dim()));
+  std::printf("stored         %s; layers %s; queries %s\n", r.attribute("stored_dtype").c_str(), r.attribute("layers").c_str(),
+              r.has_queries() ? "yes" : "no");
+  std::printf("attention      %s", r.attention_mode().c_str());
+  if (!r.full_attention_layers().empty()) {
+    std::printf(" (full for layers %s, heads %s)", r.attribute("full_attention_layers").c_str(), r.attribute("full_attention_heads").c_str());
+  }
+  std::printf("\n");
+  for (size_t d = 0; d < r.documents().size(); ++d) {
+    std::printf("document %-5zu %zu tokens from %s\n", d, r.documents()[d].token_ids.size(), r.documents()[d].source.c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 Command register_info(CLI::App& app) {
-  auto* cmd = app.add_subcommand("info", "Summarise a model directory (architecture, parameters, heads, context, tokenizer)");
+  auto* cmd = app.add_subcommand("info", "Summarise a model directory (architecture, parameters, heads, context, tokenizer) or a kvscope .h5 file");
   static std::string path;
   static RuntimeOptions rt;
-  cmd->add_option("PATH", path, "Hugging Face model directory")->required();
+  cmd->add_option("PATH", path, "Hugging Face model directory, or a dump written by kvscope dump")->required();
   add_runtime_options(cmd, rt);
   return {cmd, [] {
             std::error_code ec;
             if (!std::filesystem::exists(path, ec)) fail(path, ": no such file or directory");
+            if (std::filesystem::is_regular_file(path, ec)) return print_dump_info(path);
             return print_model_info(path, rt);
           }};
 }

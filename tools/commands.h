@@ -19,5 +19,6 @@ Command register_score(CLI::App& app);
 Command register_generate(CLI::App& app);
 Command register_bench(CLI::App& app);
 Command register_random_model(CLI::App& app);
+Command register_dump(CLI::App& app);
 
 }  // namespace kvscope::tools

@@ -1,0 +1,138 @@
+#include "dump/dump_reader.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "dump/schema.h"
+#include "io/h5.h"
+
+namespace kvscope {
+
+struct DumpReader::Impl {
+  h5::File file;
+};
+
+DumpReader::DumpReader(DumpReader&&) noexcept = default;
+DumpReader::~DumpReader() = default;
+
+namespace {
+
+void expect_shape(const h5::Dataset& d, const std::vector<int64_t>& want, const std::string& file) {
+  const auto got = d.shape();
+  if (got != want) {
+    std::string g, w;
+    for (auto x : got) g += (g.empty() ? "" : ",") + std::to_string(x);
+    for (auto x : want) w += (w.empty() ? "" : ",") + std::to_string(x);
+    fail(file, ": dataset ", d.path(), " has shape [", g, "] but the schema requires [", w, "] (corrupt file?)");
+  }
+}
+
+}  // namespace
+
+DumpReader DumpReader::open(const std::string& path) {
+  DumpReader r;
+  r.path_ = path;
+  r.impl_ = std::make_unique<Impl>(Impl{h5::File::open_read(path)});
+  const h5::Group root = r.impl_->file.root();
+  if (!root.has_attr("schema") || root.attr_string("schema") != kDumpSchemaName) {
+    fail(path, ": not a kvscope dump (root attribute schema != '", kDumpSchemaName, "')");
+  }
+  const int64_t version = root.attr_int("schema_version");
+  if (version != kDumpSchemaVersion) {
+    fail(path, ": dump schema version ", version, " is not supported by this kvscope (expects version ", kDumpSchemaVersion,
+         "); re-run kvscope dump with this version");
+  }
+  if (!root.has_attr("complete") || root.attr_int("complete") != 1) {
+    fail(path, ": incomplete dump (the run that wrote it did not finish); re-run kvscope dump");
+  }
+  r.num_layers_ = root.attr_int("num_layers");
+  r.num_heads_ = root.attr_int("num_heads");
+  r.num_kv_heads_ = root.attr_int("num_kv_heads");
+  r.head_dim_ = root.attr_int("head_dim");
+  r.attention_mode_ = root.attr_string("attention_mode");
+  r.has_queries_ = root.attr_int("has_queries") != 0;
+  auto parse_list = [&](const std::string& name) {
+    std::vector<int64_t> out;
+    const std::string s = root.attr_string(name);
+    size_t i = 0;
+    while (i < s.size()) {
+      size_t j = s.find(',', i);
+      if (j == std::string::npos) j = s.size();
+      try {
+        out.push_back(std::stoll(s.substr(i, j - i)));
+      } catch (...) {
+        fail(path, ": attribute '", name, "' is not a list of integers");
+      }
+      i = j + 1;
+    }
+    return out;
+  };
+  r.layers_ = parse_list("layers");
+  r.full_layers_ = parse_list("full_attention_layers");
+  r.full_heads_ = parse_list("full_attention_heads");
+  if (r.num_layers_ <= 0 || r.num_heads_ <= 0 || r.num_kv_heads_ <= 0 || r.head_dim_ <= 0) fail(path, ": invalid model dimensions");
+  for (int64_t l : r.layers_) if (l < 0 || l >= r.num_layers_) fail(path, ": dumped layer ", l, " out of range");
+  for (int64_t h : r.full_heads_) if (h < 0 || h >= r.num_heads_) fail(path, ": attention head ", h, " out of range");
+
+  const int64_t n_docs = root.attr_int("num_documents");
+  const h5::Group docs = root.open_group("documents");
+  for (int64_t d = 0; d < n_docs; ++d) {
+    const h5::Group doc = docs.open_group(std::to_string(d));
+    DumpDocument info;
+    info.source = doc.attr_string("source");
+    doc.open_dataset("token_ids").read_all(info.token_ids);
+    info.has_token_strings = doc.has("token_strings");
+    const int64_t T = static_cast<int64_t>(info.token_ids.size());
+    if (T == 0 || doc.attr_int("num_tokens") != T) fail(path, ": document ", d, " token count disagrees with its token_ids");
+    const h5::Group layers = doc.open_group("layers");
+    const int64_t KV = r.num_kv_heads_, H = r.num_heads_, hd = r.head_dim_;
+    for (int64_t l : r.layers_) {
+      const h5::Group g = layers.open_group(std::to_string(l));
+      for (const char* n : {"k_pre_rope", "k", "v"}) expect_shape(g.open_dataset(n), {KV, T, hd}, path);
+      if (r.has_queries_) expect_shape(g.open_dataset("q"), {H, T, hd}, path);
+      expect_shape(g.open_dataset("key_norm"), {KV, T}, path);
+      expect_shape(g.open_dataset("value_norm"), {KV, T}, path);
+      if (r.attention_mode_ != "none") {
+        for (const char* n : {"attention_received", "attention_received_others", "last_query_attention"}) {
+          expect_shape(g.open_dataset(n), {H, T}, path);
+        }
+        expect_shape(g.open_dataset("query_count"), {T}, path);
+      }
+      if (std::find(r.full_layers_.begin(), r.full_layers_.end(), l) != r.full_layers_.end()) {
+        expect_shape(g.open_dataset("attention"), {static_cast<int64_t>(r.full_heads_.size()), T, T}, path);
+      }
+    }
+    r.documents_.push_back(std::move(info));
+  }
+  return r;
+}
+
+std::string DumpReader::attribute(const std::string& name) const { return impl_->file.root().attr_string(name); }
+
+FloatArray DumpReader::read(int64_t document, int64_t layer, const std::string& name) const {
+  if (document < 0 || document >= static_cast<int64_t>(documents_.size())) fail(path_, ": no document ", document);
+  if (std::find(layers_.begin(), layers_.end(), layer) == layers_.end()) fail(path_, ": layer ", layer, " was not dumped");
+  const auto g = impl_->file.root().open_group("documents").open_group(std::to_string(document)).open_group("layers").open_group(std::to_string(layer));
+  const auto d = g.open_dataset(name);
+  FloatArray a;
+  a.shape = d.shape();
+  d.read_all(a.data);
+  return a;
+}
+
+FloatArray DumpReader::read_head(int64_t document, int64_t layer, const std::string& name, int64_t head) const {
+  if (document < 0 || document >= static_cast<int64_t>(documents_.size())) fail(path_, ": no document ", document);
+  const auto g = impl_->file.root().open_group("documents").open_group(std::to_string(document)).open_group("layers").open_group(std::to_string(layer));
+  const auto d = g.open_dataset(name);
+  auto shape = d.shape();
+  if (shape.empty() || head < 0 || head >= shape[0]) fail(path_, ": head ", head, " out of range for ", d.path());
+  std::vector<int64_t> offset(shape.size(), 0), count = shape;
+  offset[0] = head;
+  count[0] = 1;
+  FloatArray a;
+  d.read_block(offset, count, a.data);
+  a.shape.assign(shape.begin() + 1, shape.end());
+  return a;
+}
+
+}  // namespace kvscope

@@ -1,0 +1,89 @@
+#include <cstdio>
+#include <filesystem>
+
+#include "commands.h"
+#include "common.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "core/selection.h"
+#include "dump/dump_writer.h"
+#include "io/atomic_output.h"
+#include "model/tokenizer.h"
+
+namespace kvscope::tools {
+
+Command register_dump(CLI::App& app) {
+  auto* cmd = app.add_subcommand("dump", "Write per-layer keys (before/after RoPE), values and attention of documents to HDF5");
+  static std::string model_dir, out, layers = "all", attention_layers, heads = "all", attention = "summary", dtype = "float32";
+  static std::vector<std::string> texts, ids;
+  static int64_t max_tokens = 0, chunk = 0;
+  static bool queries = false, force = false;
+  static RuntimeOptions rt;
+  cmd->add_option("MODEL_DIR", model_dir, "Hugging Face model directory")->required();
+  auto* t = cmd->add_option("--text", texts, "text file(s), one document each");
+  auto* i = cmd->add_option("--ids", ids, "pre-tokenised file(s), one document each (see README: Inputs)");
+  t->excludes(i);
+  i->excludes(t);
+  cmd->add_option("-o,--out", out, "output .h5 file (written atomically)")->required();
+  cmd->add_option("--max-tokens", max_tokens, "truncate each document to N tokens (0 = all)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--layers", layers, "layers to dump, e.g. 0-3,7 or all")->capture_default_str();
+  cmd->add_option("--attention-layers", attention_layers, "layers with full attention (default: --layers)");
+  cmd->add_option("--heads", heads, "query heads with full attention, e.g. 0-3 or all")->capture_default_str();
+  cmd->add_option("--attention", attention, "none | summary | full")->capture_default_str()->check(CLI::IsMember({"none", "summary", "full"}));
+  cmd->add_flag("--queries", queries, "also store q (after RoPE)");
+  cmd->add_option("--store-dtype", dtype, "float32 | float16 for stored tensors")->capture_default_str()->check(CLI::IsMember({"float32", "float16"}));
+  cmd->add_option("--chunk", chunk, "prefill chunk (0 = chosen to bound memory)")->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--force", force, "overwrite an existing output file");
+  add_runtime_options(cmd, rt);
+  return {cmd, [] {
+            if (texts.empty() && ids.empty()) fail("no input: pass --text FILE... or --ids FILE...");
+            AtomicOutput output(out, force);  // checks the destination before any work
+            const LlamaModel model = load_model(model_dir, rt);
+            const ModelConfig& c = model.config();
+            DumpOptions o;
+            o.layers = parse_selection(layers, static_cast<int>(c.num_layers), "layer");
+            o.heads = parse_selection(heads, static_cast<int>(c.num_heads), "head");
+            o.full_attention_layers = attention_layers.empty() ? o.layers : parse_selection(attention_layers, static_cast<int>(c.num_layers), "layer");
+            for (int l : o.full_attention_layers) {
+              if (std::find(o.layers.begin(), o.layers.end(), l) == o.layers.end()) fail("--attention-layers: layer ", l, " is not in --layers");
+            }
+            o.attention = attention == "none" ? AttentionDump::None : attention == "summary" ? AttentionDump::Summary : AttentionDump::Full;
+            o.queries = queries;
+            o.float16 = dtype == "float16";
+            o.chunk = chunk;
+            std::vector<DumpInput> inputs;
+            std::string tokenizer = "none (pre-tokenised ids)";
+            for (const auto& f : texts.empty() ? ids : texts) {
+              InputOptions io;
+              (texts.empty() ? io.ids_file : io.text_file) = f;
+              io.max_tokens = max_tokens;
+              TokenInput in = read_input(model_dir, c, io);
+              inputs.push_back(DumpInput{std::move(in.ids), std::move(in.pieces), std::move(in.byte_spans), in.source});
+            }
+            if (!texts.empty()) tokenizer = Tokenizer::load(model_dir, c)->description();
+            int64_t total = 0;
+            for (const auto& in : inputs) total += static_cast<int64_t>(in.ids.size());
+            DumpWriter writer(output.temp_path().string(), model, o, DumpProvenance{model_dir, tokenizer, command_line()});
+            Progress progress("dump", total);
+            int64_t done_before = 0;
+            for (size_t d = 0; d < inputs.size(); ++d) {
+              writer.add_document(inputs[d], [&](int64_t done, int64_t) {
+                std::error_code ec;
+                const auto bytes = std::filesystem::file_size(output.temp_path(), ec);
+                progress.update(done_before + done, concat("doc ", d + 1, "/", inputs.size(), ", ", o.layers.size(), " layers, ",
+                                                           ec ? 0 : bytes >> 20, " MB written"));
+              });
+              done_before += static_cast<int64_t>(inputs[d].ids.size());
+            }
+            writer.finish();
+            progress.finish();
+            output.commit();
+            std::error_code ec;
+            std::printf("wrote %s: %zu document(s), %lld tokens, %zu layers, attention %s, %.1f MB\n", out.c_str(), inputs.size(),
+                        static_cast<long long>(total), o.layers.size(), attention.c_str(),
+                        std::filesystem::file_size(out, ec) / 1048576.0);
+            return 0;
+          }};
+}
+
+}  // namespace kvscope::tools
