@@ -20,5 +20,6 @@ Command register_generate(CLI::App& app);
 Command register_bench(CLI::App& app);
 Command register_random_model(CLI::App& app);
 Command register_dump(CLI::App& app);
+Command register_ppl(CLI::App& app);
 
 }  // namespace kvscope::tools

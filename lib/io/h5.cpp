@@ -282,6 +282,7 @@ void Dataset::read_impl(const std::vector<int64_t>& offset, const std::vector<in
 void Dataset::write_block(const std::vector<int64_t>& o, const std::vector<int64_t>& c, const float* d) const { write_impl(o, c, H5T_NATIVE_FLOAT, d); }
 void Dataset::write_block(const std::vector<int64_t>& o, const std::vector<int64_t>& c, const int64_t* d) const { write_impl(o, c, H5T_NATIVE_INT64, d); }
 void Dataset::write_block(const std::vector<int64_t>& o, const std::vector<int64_t>& c, const int32_t* d) const { write_impl(o, c, H5T_NATIVE_INT32, d); }
+void Dataset::write_block(const std::vector<int64_t>& o, const std::vector<int64_t>& c, const double* d) const { write_impl(o, c, H5T_NATIVE_DOUBLE, d); }
 
 namespace {
 size_t element_count(const std::vector<int64_t>& s) {

@@ -73,6 +73,7 @@ class Dataset {
   void write_block(const std::vector<int64_t>& offset, const std::vector<int64_t>& count, const float* data) const;
   void write_block(const std::vector<int64_t>& offset, const std::vector<int64_t>& count, const int64_t* data) const;
   void write_block(const std::vector<int64_t>& offset, const std::vector<int64_t>& count, const int32_t* data) const;
+  void write_block(const std::vector<int64_t>& offset, const std::vector<int64_t>& count, const double* data) const;
   void read_all(std::vector<float>& out) const;
   void read_all(std::vector<double>& out) const;
   void read_all(std::vector<int64_t>& out) const;

@@ -1,0 +1,82 @@
+#pragma once
+// A KV cache held to a budget by a policy. Slots are physically stable: the slot a token
+// leaves is refilled by the next token, so a decode step never copies the cache; sequence
+// order lives in per-head metadata (HeadState::order). Every (layer, KV head) has its own
+// token set and bookkeeping: original position, accumulated attention, step count, merge
+// multiplicity and key norm.
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <vector>
+
+#include "cache/policy.h"
+#include "model/kv_cache.h"
+
+namespace kvscope {
+
+class Rope;
+
+enum class PositionMode {
+  Original,  // keys rotated once, at their original positions
+  InCache,   // keys kept before RoPE and re-rotated each step at their index in the cache
+};
+
+struct PolicyCacheConfig {
+  int64_t num_layers = 0, num_heads = 0, num_kv_heads = 0, head_dim = 0;
+  at::ScalarType dtype = at::kFloat;
+  at::Device device = at::kCPU;
+  PositionMode positions = PositionMode::Original;
+  AttentionAggregation aggregation = AttentionAggregation::Mean;
+};
+
+// Receives every decision after it is made, before it is applied (for diagnostics such as
+// the one-step perturbation log). `values` is the layer's value store [kv_heads, slots, hd].
+class DecisionObserver {
+ public:
+  virtual ~DecisionObserver() = default;
+  virtual void on_decisions(int layer, const std::vector<HeadState>& heads, const std::vector<Decision>& decisions,
+                            const at::Tensor& values) = 0;
+};
+
+class PolicyCache final : public KvCache {
+ public:
+  PolicyCache(const PolicyCacheConfig& config, std::shared_ptr<CachePolicy> policy, const Rope& rope, int64_t budget);
+
+  AttentionInputs append(int layer, const NewEntries& entries) override;
+  void observe_attention(int layer, const at::Tensor& probabilities) override;
+  int64_t size(int layer) const override;
+
+  // Deep copy (the policy object is shared: copies of a cache made mid-run share its RNG).
+  PolicyCache clone() const;
+  void set_decision_observer(DecisionObserver* o) { decision_observer_ = o; }
+
+  const HeadState& head_state(int layer, int head) const { return layers_[layer].heads[head]; }
+  // Original positions of the tokens one head keeps, in sequence order.
+  std::vector<int64_t> kept_positions(int layer, int head) const;
+  // Stored value of one kept token (by index in sequence order), on the host.
+  std::vector<float> value(int layer, int head, int index) const;
+  int64_t budget() const { return budget_; }
+  const CachePolicy& policy() const { return *policy_; }
+
+ private:
+  struct Layer {
+    at::Tensor k, v;     // [kv_heads, capacity, head_dim]: post-RoPE (Original) or pre-RoPE (InCache)
+    at::Tensor pos;      // [kv_heads, capacity] int64 original positions, on the device
+    int64_t used = 0;    // slots [0, used) hold live tokens at attention time
+    std::vector<HeadState> heads;
+    std::vector<std::vector<int32_t>> free_slots;
+    std::vector<int64_t> new_positions;  // positions of the tokens appended last
+  };
+  PolicyCache(const PolicyCache&) = default;  // only clone() copies
+  void grow(Layer& l, int64_t needed);
+  void apply(int layer, const std::vector<Decision>& decisions);
+
+  PolicyCacheConfig config_;
+  std::shared_ptr<CachePolicy> policy_;
+  const Rope* rope_;
+  int64_t budget_;
+  std::vector<Layer> layers_;
+  DecisionObserver* decision_observer_ = nullptr;
+};
+
+}  // namespace kvscope

@@ -1,0 +1,162 @@
+#include "eval/ppl_results.h"
+
+#include <cmath>
+#include <ctime>
+#include <map>
+#include <numeric>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/version.h"
+#include "io/h5.h"
+
+namespace kvscope {
+
+std::vector<PplRow> summarise(const std::vector<PplRun>& runs) {
+  std::vector<PplRow> rows;
+  std::map<std::string, size_t> index;
+  std::vector<std::vector<double>> pooled;
+  std::vector<double> seconds;
+  for (const PplRun& r : runs) {
+    const std::string key = r.policy + "|" + r.budget_label + "|" + r.weighting;
+    if (!index.count(key)) {
+      index[key] = rows.size();
+      rows.push_back(PplRow{r.policy, r.budget_label, r.weighting, r.budget});
+      pooled.emplace_back();
+      seconds.push_back(0);
+    }
+    const size_t i = index[key];
+    pooled[i].insert(pooled[i].end(), r.nll.begin(), r.nll.end());
+    seconds[i] += r.seconds;
+    rows[i].max_cache = std::max(rows[i].max_cache, r.max_cache);
+  }
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto& v = pooled[i];
+    const double n = static_cast<double>(v.size());
+    const double mean = n > 0 ? std::accumulate(v.begin(), v.end(), 0.0) / n : 0.0;
+    double var = 0;
+    for (double x : v) var += (x - mean) * (x - mean);
+    const double se = n > 1 ? std::sqrt(var / (n - 1) / n) : 0.0;
+    rows[i].tokens = static_cast<int64_t>(v.size());
+    rows[i].mean_nll = mean;
+    rows[i].ppl = std::exp(mean);
+    rows[i].ppl_low = std::exp(mean - 1.96 * se);
+    rows[i].ppl_high = std::exp(mean + 1.96 * se);
+    rows[i].tokens_per_second = seconds[i] > 0 ? n / seconds[i] : 0.0;
+  }
+  return rows;
+}
+
+std::string markdown_table(const std::vector<PplRow>& rows, const std::string& caption) {
+  std::ostringstream o;
+  if (!caption.empty()) o << caption << "\n\n";
+  o << "| policy | budget | weighting | PPL | 95% CI | mean NLL | tokens | max cache | tok/s |\n";
+  o << "|---|---|---|---|---|---|---|---|---|\n";
+  char buf[512];
+  for (const PplRow& r : rows) {
+    std::snprintf(buf, sizeof(buf), "| %s | %s | %s | %.3f | %.3f-%.3f | %.4f | %lld | %lld | %.1f |\n", r.policy.c_str(),
+                  r.budget_label.c_str(), r.weighting.empty() ? "-" : r.weighting.c_str(), r.ppl, r.ppl_low, r.ppl_high,
+                  r.mean_nll, static_cast<long long>(r.tokens), static_cast<long long>(r.max_cache), r.tokens_per_second);
+    o << buf;
+  }
+  return o.str();
+}
+
+std::string csv_table(const std::vector<PplRow>& rows) {
+  std::ostringstream o;
+  o << "policy,budget,weighting,ppl,ppl_ci_low,ppl_ci_high,mean_nll,tokens,max_cache,tokens_per_second\n";
+  char buf[512];
+  for (const PplRow& r : rows) {
+    std::snprintf(buf, sizeof(buf), "%s,%s,%s,%.6f,%.6f,%.6f,%.6f,%lld,%lld,%.3f\n", r.policy.c_str(), r.budget_label.c_str(),
+                  r.weighting.c_str(), r.ppl, r.ppl_low, r.ppl_high, r.mean_nll, static_cast<long long>(r.tokens),
+                  static_cast<long long>(r.max_cache), r.tokens_per_second);
+    o << buf;
+  }
+  return o.str();
+}
+
+void write_ppl_results(const std::string& path, const std::vector<PplRun>& runs, const PplProvenance& p,
+                       const std::string& model_config_json) {
+  h5::File file = h5::File::create(path);
+  {
+    const h5::Group root = file.root();
+    root.set_attr("schema", std::string(kPplSchemaName));
+    root.set_attr("schema_version", kPplSchemaVersion);
+    root.set_attr("complete", int64_t{0});
+    root.set_attr("kvscope_version", std::string(version()));
+    root.set_attr("git_commit", std::string(git_commit()));
+    root.set_attr("library_versions", library_versions());
+    root.set_attr("model_path", p.model_path);
+    root.set_attr("model_config", model_config_json);
+    root.set_attr("command_line", p.command_line);
+    const std::time_t t = std::time(nullptr);
+    char buf[32];
+    std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+    root.set_attr("created", std::string(buf));
+    root.set_attr("protocol", p.protocol);
+    root.set_attr("positions", p.positions);
+    root.set_attr("aggregation", p.aggregation);
+    root.set_attr("window", p.window);
+    root.set_attr("stride", p.stride);
+    root.set_attr("sinks", p.sinks);
+    root.set_attr("recent", p.recent);
+    root.set_attr("seed", static_cast<int64_t>(p.seed));
+    std::string sources;
+    for (const auto& s : p.sources) sources += (sources.empty() ? "" : "\n") + s;
+    root.set_attr("sources", sources);
+    root.set_attr("num_runs", static_cast<int64_t>(runs.size()));
+    const h5::Group group = root.create_group("runs");
+    for (size_t i = 0; i < runs.size(); ++i) {
+      const PplRun& r = runs[i];
+      const h5::Group g = group.create_group(std::to_string(i));
+      g.set_attr("policy", r.policy);
+      g.set_attr("budget_label", r.budget_label);
+      g.set_attr("budget", r.budget);
+      g.set_attr("weighting", r.weighting);
+      g.set_attr("receiver", r.receiver);
+      g.set_attr("document", r.document);
+      g.set_attr("source", r.source);
+      g.set_attr("max_cache", r.max_cache);
+      g.set_attr("seconds", r.seconds);
+      const int64_t n = static_cast<int64_t>(r.nll.size());
+      auto d = g.create_dataset("nll", {n}, h5::Stored::Float64, "scored_token");
+      if (n) d.write_block({0}, {n}, r.nll.data());
+      auto ti = g.create_dataset("token_index", {n}, h5::Stored::Int64, "scored_token");
+      if (n) ti.write_block({0}, {n}, r.token_index.data());
+    }
+    root.set_attr("complete", int64_t{1});
+  }
+  file.flush();
+  file.close();
+}
+
+std::vector<PplRun> read_ppl_results(const std::string& path) {
+  h5::File file = h5::File::open_read(path);
+  const h5::Group root = file.root();
+  if (!root.has_attr("schema") || root.attr_string("schema") != kPplSchemaName) fail(path, ": not a kvscope ppl results file");
+  const int64_t v = root.attr_int("schema_version");
+  if (v != kPplSchemaVersion) fail(path, ": ppl results schema version ", v, " is not supported (expects ", kPplSchemaVersion, ")");
+  if (root.attr_int("complete") != 1) fail(path, ": incomplete results file");
+  std::vector<PplRun> runs;
+  const int64_t n = root.attr_int("num_runs");
+  const h5::Group group = root.open_group("runs");
+  for (int64_t i = 0; i < n; ++i) {
+    const h5::Group g = group.open_group(std::to_string(i));
+    PplRun r;
+    r.policy = g.attr_string("policy");
+    r.budget_label = g.attr_string("budget_label");
+    r.budget = g.attr_int("budget");
+    r.weighting = g.attr_string("weighting");
+    r.receiver = g.attr_string("receiver");
+    r.document = g.attr_int("document");
+    r.source = g.attr_string("source");
+    r.max_cache = g.attr_int("max_cache");
+    g.open_dataset("nll").read_all(r.nll);
+    g.open_dataset("token_index").read_all(r.token_index);
+    if (r.nll.size() != r.token_index.size()) fail(path, ": run ", i, " has mismatched nll and token_index");
+    runs.push_back(std::move(r));
+  }
+  return runs;
+}
+
+}  // namespace kvscope

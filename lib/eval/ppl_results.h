@@ -1,0 +1,49 @@
+#pragma once
+// Results of a perplexity sweep: per-token NLL of every run (so they can be re-aggregated),
+// the Table I-style summary, and their files (HDF5 schema kvscope.ppl v1, CSV, Markdown).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvscope {
+
+inline constexpr const char* kPplSchemaName = "kvscope.ppl";
+inline constexpr int64_t kPplSchemaVersion = 1;
+
+struct PplRun {
+  std::string policy, budget_label, weighting, receiver;
+  int64_t budget = 0;      // resolved for the first window
+  int64_t document = 0;
+  std::string source;
+  int64_t max_cache = 0;
+  double seconds = 0.0;
+  std::vector<double> nll;
+  std::vector<int64_t> token_index;
+};
+
+struct PplRow {
+  std::string policy, budget_label, weighting;
+  int64_t budget = 0, tokens = 0, max_cache = 0;
+  double mean_nll = 0, ppl = 0, ppl_low = 0, ppl_high = 0, tokens_per_second = 0;
+};
+
+// Pools the NLL of all documents of each (policy, budget, weighting), in first-seen order.
+// The 95% interval is exp(mean NLL +- 1.96 sd / sqrt(n)), treating tokens as independent
+// (they are not, so it is a lower bound on the uncertainty).
+std::vector<PplRow> summarise(const std::vector<PplRun>& runs);
+std::string markdown_table(const std::vector<PplRow>& rows, const std::string& caption);
+std::string csv_table(const std::vector<PplRow>& rows);
+
+struct PplProvenance {
+  std::string model_path, command_line, protocol, positions, aggregation;
+  int64_t window = 0, stride = 0, sinks = 0, recent = -1;
+  uint64_t seed = 0;
+  std::vector<std::string> sources;
+};
+
+void write_ppl_results(const std::string& path, const std::vector<PplRun>& runs, const PplProvenance& provenance,
+                       const std::string& model_config_json);
+// Reads runs back through the schema check (used by --resume and by tests).
+std::vector<PplRun> read_ppl_results(const std::string& path);
+
+}  // namespace kvscope

@@ -1,0 +1,191 @@
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "commands.h"
+#include "common.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "core/selection.h"
+#include "eval/ppl.h"
+#include "eval/ppl_results.h"
+#include "io/atomic_output.h"
+
+namespace kvscope::tools {
+namespace {
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i <= s.size()) {
+    size_t j = s.find(',', i);
+    if (j == std::string::npos) j = s.size();
+    if (j > i) out.push_back(s.substr(i, j - i));
+    i = j + 1;
+  }
+  return out;
+}
+
+void write_text_atomically(const std::filesystem::path& path, const std::string& text, bool force) {
+  AtomicOutput out(path, force);
+  {
+    std::ofstream f(out.temp_path());
+    f << text;
+    if (!f.flush()) fail(path.string(), ": write failed (disk full?)");
+  }
+  out.commit();
+}
+
+}  // namespace
+
+Command register_ppl(CLI::App& app) {
+  auto* cmd = app.add_subcommand("ppl", "Perplexity with a budgeted KV cache: every policy x budget (x weighting) in one sweep");
+  static std::string model_dir, out, policies = "full,streaming,h2o,tova,knorm,random,cam,weightedkv,weightedkv-evict";
+  static std::string budgets = "256", weightings = "avg-attention", receiver = "right", positions = "in-cache";
+  static std::string aggregation = "mean", protocol = "stream", skip_layers = "";
+  static std::vector<std::string> texts, ids;
+  static int64_t max_tokens = 0, sinks = 4, recent = -1, window = 0, stride = 0, cam_merge = 16, prefill_chunk = 256;
+  static uint64_t seed = 0;
+  static bool no_prefill = false, force = false, in_middle = false;
+  static RuntimeOptions rt;
+  cmd->add_option("MODEL_DIR", model_dir, "Hugging Face model directory")->required();
+  auto* t = cmd->add_option("--text", texts, "text file(s), one document each");
+  auto* i = cmd->add_option("--ids", ids, "pre-tokenised file(s), one document each");
+  t->excludes(i);
+  i->excludes(t);
+  cmd->add_option("-o,--out", out, "results .h5 (CSV and Markdown tables are written beside it)")->required();
+  cmd->add_option("--max-tokens", max_tokens, "truncate each document to N tokens (0 = all)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--policy", policies, "comma-separated: full, streaming, h2o, tova, knorm, random, cam, weightedkv, weightedkv-evict")->capture_default_str();
+  cmd->add_option("--budget", budgets, "comma-separated cache budgets: token counts (256) or ratios of the evaluated length (0.25)")->capture_default_str();
+  cmd->add_option("--weighting", weightings, "comma-separated merge weightings for weightedkv (" + known_merge_weightings() + ")")->capture_default_str();
+  cmd->add_option("--receiver", receiver, "weightedkv receiver: right (paper), left, similar")->capture_default_str();
+  cmd->add_flag("--neighbour-in-middle", in_middle, "weightedkv: the receiver must be a middle token (default: the first recent token may receive)");
+  cmd->add_option("--sinks", sinks, "attention-sink tokens kept, inside the budget")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--recent", recent, "recent tokens kept, inside the budget (default: budget - sinks for streaming/cam, budget/2 - sinks otherwise)");
+  cmd->add_option("--positions", positions, "original (keys at true positions) or in-cache (re-rotated by cache index, as StreamingLLM)")
+      ->capture_default_str()->check(CLI::IsMember({"original", "in-cache"}));
+  cmd->add_option("--aggregation", aggregation, "query heads -> KV head attention for GQA: mean, sum, max")->capture_default_str()
+      ->check(CLI::IsMember({"mean", "sum", "max"}));
+  cmd->add_option("--skip-layers", skip_layers, "knorm: layers left uncompressed, e.g. 0,1");
+  cmd->add_option("--cam-merge", cam_merge, "cam: values that receive each evicted value")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--protocol", protocol, "stream (whole document), sliding (--window/--stride), chunks (--window, cache reset)")
+      ->capture_default_str()->check(CLI::IsMember({"stream", "sliding", "chunks"}));
+  cmd->add_option("--window", window, "window length for sliding/chunks")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--stride", stride, "sliding stride (default window/2)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--seed", seed, "seed for random and cam")->capture_default_str();
+  cmd->add_flag("--no-prefill", no_prefill, "decode every token (default: prefill up to the budget, which is exact)");
+  cmd->add_option("--prefill-chunk", prefill_chunk, "tokens per prefill call")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_flag("--force", force, "overwrite existing outputs");
+  add_runtime_options(cmd, rt);
+  return {cmd, [] {
+            if (texts.empty() && ids.empty()) fail("no input: pass --text FILE... or --ids FILE...");
+            const Protocol proto = parse_protocol(protocol);
+            if (proto != Protocol::Stream && window <= 0) fail("--protocol ", protocol, " needs --window");
+            const std::filesystem::path out_path(out);
+            const auto stem = out_path.parent_path() / out_path.stem();
+            AtomicOutput output(out_path, force);
+            for (const auto& extra : {std::filesystem::path(stem.string() + ".csv"), std::filesystem::path(stem.string() + ".md")}) {
+              std::error_code ec;
+              if (std::filesystem::exists(extra, ec) && !force) fail(extra.string(), ": already exists; pass --force to overwrite");
+            }
+            const LlamaModel model = load_model(model_dir, rt);
+            const ModelConfig& c = model.config();
+
+            std::vector<std::vector<int64_t>> docs;
+            std::vector<std::string> sources;
+            for (const auto& f : texts.empty() ? ids : texts) {
+              InputOptions io;
+              (texts.empty() ? io.ids_file : io.text_file) = f;
+              io.max_tokens = max_tokens;
+              docs.push_back(read_input(model_dir, c, io).ids);
+              sources.push_back(f);
+            }
+            const int64_t stride_used = stride > 0 ? stride : std::max<int64_t>(1, window / 2);
+            std::vector<std::vector<Window>> windows;
+            for (const auto& d : docs) windows.push_back(make_windows(proto, static_cast<int64_t>(d.size()), window, stride_used));
+
+            RunConfig base;
+            base.cache = PolicyCacheConfig{c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, model.dtype(), model.device(),
+                                           positions == "original" ? PositionMode::Original : PositionMode::InCache,
+                                           aggregation == "mean" ? AttentionAggregation::Mean
+                                           : aggregation == "sum" ? AttentionAggregation::Sum : AttentionAggregation::Max};
+            base.options.sinks = sinks;
+            base.options.recent = recent;
+            base.options.seed = seed;
+            base.options.cam_merge_count = cam_merge;
+            base.options.receiver = parse_merge_receiver(receiver);
+            base.options.neighbour_in_middle = in_middle;
+            base.prefill = !no_prefill;
+            base.prefill_chunk = prefill_chunk;
+            if (!skip_layers.empty()) base.options.skip_layers = parse_selection(skip_layers, static_cast<int>(c.num_layers), "layer");
+
+            // Every configuration is validated before any decoding starts.
+            std::vector<RunConfig> configs;
+            for (const auto& p : split_list(policies)) {
+              const bool is_wkv = p == "weightedkv";
+              const std::vector<std::string> budget_list = p == "full" ? std::vector<std::string>{"full"} : split_list(budgets);
+              for (const auto& b : budget_list) {
+                for (const auto& w : is_wkv ? split_list(weightings) : std::vector<std::string>{""}) {
+                  RunConfig rc = base;
+                  rc.policy = p;
+                  if (p != "full") rc.budget = parse_budget(b);
+                  if (is_wkv) {
+                    rc.options.weighting = w;
+                    make_merge_weighting(w);
+                  }
+                  for (const auto& ws : windows) {
+                    for (const Window& win : ws) {
+                      const int64_t len = win.end - win.begin;
+                      const int64_t budget = p == "full" ? len : rc.budget.resolve(len);
+                      if (proto != Protocol::Stream && budget > window) fail("--budget ", b, " is larger than --window ", window);
+                      PolicyOptions po = rc.options;
+                      po.budget = budget;
+                      make_policy(p, po);
+                    }
+                  }
+                  configs.push_back(rc);
+                }
+              }
+            }
+            if (configs.empty()) fail("--policy: no policies given");
+            int64_t total = 0;
+            for (const auto& ws : windows)
+              for (const Window& w : ws) total += w.end - w.score_from;
+            total *= static_cast<int64_t>(configs.size());
+
+            std::fprintf(stderr, "ppl: %zu configurations x %zu documents, %lld tokens to score, protocol %s, positions %s\n",
+                         configs.size(), docs.size(), static_cast<long long>(total), protocol.c_str(), positions.c_str());
+            Progress progress("ppl", total);
+            int64_t done = 0;
+            std::vector<PplRun> runs;
+            for (const RunConfig& rc : configs) {
+              for (size_t d = 0; d < docs.size(); ++d) {
+                const std::string label = rc.policy + (rc.policy == "full" ? "" : " @" + rc.budget.label());
+                RunOutput r = run_document(model, docs[d], windows[d], rc, [&](int64_t n) {
+                  done += n;
+                  progress.update(done, label);
+                });
+                PplRun run{rc.policy, rc.policy == "full" ? "full" : rc.budget.label(), rc.policy == "weightedkv" ? rc.options.weighting : "",
+                           rc.policy == "weightedkv" ? merge_receiver_name(rc.options.receiver) : "", r.resolved_budget,
+                           static_cast<int64_t>(d), sources[d], r.max_cache, r.seconds, std::move(r.nll), std::move(r.token_index)};
+                runs.push_back(std::move(run));
+              }
+            }
+            progress.finish();
+            const auto rows = summarise(runs);
+            const std::string caption = concat("Perplexity of ", model_dir, " on ", docs.size(), " document(s), protocol ", protocol,
+                                               proto == Protocol::Stream ? "" : concat(" (window ", window, ", stride ", stride_used, ")"),
+                                               ", positions ", positions, ", sinks ", sinks, ".");
+            const std::string md = markdown_table(rows, caption);
+            std::printf("%s", md.c_str());
+            PplProvenance prov{model_dir, command_line(), protocol, positions, aggregation, window, stride_used, sinks, recent, seed, sources};
+            write_ppl_results(output.temp_path().string(), runs, prov, c.raw_json);
+            output.commit();
+            write_text_atomically(stem.string() + ".csv", csv_table(rows), true);
+            write_text_atomically(stem.string() + ".md", md, true);
+            std::fprintf(stderr, "wrote %s, %s.csv, %s.md\n", out.c_str(), stem.string().c_str(), stem.string().c_str());
+            return 0;
+          }};
+}
+
+}  // namespace kvscope::tools
