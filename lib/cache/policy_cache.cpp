@@ -142,7 +142,8 @@ void PolicyCache::observe_attention(int layer_index, const at::Tensor& probs) {
   Layer& l = layers_[layer_index];
   const int64_t KV = config_.num_kv_heads, H = config_.num_heads, group = H / KV;
   const int64_t T = probs.size(1), S = probs.size(2);
-  const at::Tensor grouped = probs.view({KV, group, T, S});
+  // Aggregated in float64 so decisions do not hinge on float32 summation order.
+  const at::Tensor grouped = probs.view({KV, group, T, S}).to(at::kDouble);
   at::Tensor agg;
   switch (config_.aggregation) {
     case AttentionAggregation::Mean: agg = grouped.mean(1); break;

@@ -1,0 +1,426 @@
+// Cache policies: the paper's toy example, an independent slow replay of every policy's rule
+// checked at every step of a real micro-model run, and the exactness properties of kvscope ppl.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <random>
+
+#include "cache/policy_cache.h"
+#include "core/error.h"
+#include "eval/ppl.h"
+#include "eval/ppl_results.h"
+#include "eval/score.h"
+#include "model/llama.h"
+#include "model/observer.h"
+#include "model/random_model.h"
+#include "support/cli.h"
+#include "support/test_paths.h"
+
+namespace kvscope {
+namespace {
+
+using testing::TempDir;
+
+ModelConfig tiny_config(int64_t head_dim) {
+  ModelConfig c;
+  c.head_dim = head_dim;
+  c.rope.theta = 10000;
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------
+// The toy example of the WeightedKV paper: cache size m = 4, one head. Each token i always
+// receives attention alpha_i, so its historical average a/n is exactly alpha_i.
+TEST(WeightedKvToy, PaperExample) {
+  const int hd = 8;
+  const ModelConfig rc = tiny_config(hd);
+  const Rope rope(rc, at::kCPU);
+  PolicyCacheConfig cfg{1, 1, 1, hd, at::kFloat, at::kCPU, PositionMode::Original, AttentionAggregation::Mean};
+  PolicyOptions po;
+  po.budget = 4;
+  po.sinks = 0;
+  po.recent = 0;
+  PolicyCache cache(cfg, std::shared_ptr<CachePolicy>(make_policy("weightedkv", po)), rope, 4);
+  const double alpha[] = {0, 0.3, 0.1, 0.5, 0.4, 0.45, 0.6, 0.7, 0.8};  // alpha[i] for token v_i
+  for (int t = 1; t <= 8; ++t) {
+    const at::Tensor k = at::randn({1, 1, hd});
+    const at::Tensor v = at::zeros({1, 1, hd});
+    v[0][0][t - 1] = 1.0;  // v_t = e_t, so every stored value shows its mixing coefficients
+    const at::Tensor pos = at::full({1}, t - 1, at::kLong);
+    const AttentionInputs in = cache.append(0, NewEntries{k, k, v, pos});
+    const HeadState& s = cache.head_state(0, 0);
+    at::Tensor probs = at::zeros({1, 1, in.keys.size(1)});
+    for (int32_t slot : s.order) probs[0][0][slot] = alpha[s.position[slot] + 1];
+    cache.observe_attention(0, probs);
+    if (t == 5) {
+      // v2 (0.1) merged into its right neighbour v3 (0.5): v2/6 + 5 v3/6.
+      EXPECT_EQ(cache.kept_positions(0, 0), (std::vector<int64_t>{0, 2, 3, 4}));
+      const auto v3 = cache.value(0, 0, 1);
+      EXPECT_NEAR(v3[1], 1.0 / 6.0, 1e-6);
+      EXPECT_NEAR(v3[2], 5.0 / 6.0, 1e-6);
+    }
+  }
+  // After step 8 the cache holds v3, v6, v7, v8; v3 and v6 each summarise three values.
+  EXPECT_EQ(cache.kept_positions(0, 0), (std::vector<int64_t>{2, 5, 6, 7}));
+  const HeadState& s = cache.head_state(0, 0);
+  std::vector<int64_t> mult;
+  for (int32_t slot : s.order) mult.push_back(s.mult[slot]);
+  EXPECT_EQ(mult, (std::vector<int64_t>{3, 3, 1, 1}));
+  const double w1 = 0.3 / (0.3 + 0.5);  // v1 into (v2/6 + 5 v3/6)
+  const auto v3 = cache.value(0, 0, 0);
+  EXPECT_NEAR(v3[0], w1, 1e-6);
+  EXPECT_NEAR(v3[1], (1 - w1) / 6.0, 1e-6);
+  EXPECT_NEAR(v3[2], (1 - w1) * 5.0 / 6.0, 1e-6);
+  const double w4 = 0.4 / (0.4 + 0.45), w5 = 0.45 / (0.45 + 0.6);  // v4 into v5, then v5' into v6
+  const auto v6 = cache.value(0, 0, 1);
+  EXPECT_NEAR(v6[3], w5 * w4, 1e-6);
+  EXPECT_NEAR(v6[4], w5 * (1 - w4), 1e-6);
+  EXPECT_NEAR(v6[5], 1 - w5, 1e-6);
+  // Keys are never merged: the receivers keep the key of v3 and v6 (their own a and n too).
+}
+
+// ---------------------------------------------------------------------------------------
+// An independent replay of each rule from the attention the model really produced.
+struct RefEntry {
+  int64_t pos;
+  double acc = 0;
+  int64_t count = 0, mult = 1;
+  double norm = 0;
+  std::vector<double> value;
+};
+
+struct Capture : ForwardObserver {
+  bool wants_attention(int) const override { return true; }
+  void on_layer(const LayerActivations& a) override {
+    probs[a.layer] = a.attention->to(at::kDouble).clone();
+    key_pos[a.layer] = a.key_positions.clone();
+    k_pre[a.layer] = a.k_pre_rope.to(at::kDouble).clone();
+    v[a.layer] = a.v.to(at::kDouble).clone();
+  }
+  std::map<int, at::Tensor> probs, key_pos, k_pre, v;
+};
+
+class Reference {
+ public:
+  Reference(std::string policy, int layers, int heads, int kv, int64_t budget, int64_t sinks, int64_t recent, uint64_t seed)
+      : policy_(std::move(policy)), H_(heads), KV_(kv), budget_(budget), sinks_(sinks), recent_(recent), rng_(seed),
+        state_(layers, std::vector<std::vector<RefEntry>>(kv)) {}
+
+  // One decode step of one layer: the new token at `pos`, the attention over the cache.
+  void step(int layer, int64_t pos, const Capture& cap) {
+    const at::Tensor& p = cap.probs.at(layer);       // [H, 1, S]
+    const at::Tensor& kp = cap.key_pos.at(layer);    // [KV, S]
+    const int group = H_ / KV_;
+    std::vector<double> layer_mean_by_pos;
+    std::map<int64_t, double> tova_score;
+    for (int h = 0; h < KV_; ++h) {
+      auto& entries = state_[layer][h];
+      RefEntry e{pos};
+      e.norm = cap.k_pre.at(layer)[h][0].norm().item<double>();
+      const at::Tensor vv = cap.v.at(layer)[h][0];
+      for (int64_t d = 0; d < vv.size(0); ++d) e.value.push_back(vv[d].item<double>());
+      entries.push_back(e);
+      for (int64_t col = 0; col < p.size(2); ++col) {
+        const int64_t kpos = kp[h][col].item<int64_t>();
+        double sum = 0;
+        for (int g = 0; g < group; ++g) sum += p[h * group + g][0][col].item<double>();
+        for (auto& x : entries) {
+          if (x.pos == kpos) { x.acc += sum / group; x.count += 1; }
+        }
+        tova_score[kpos] += sum / H_;
+      }
+    }
+    if (policy_ == "full" || static_cast<int64_t>(state_[layer][0].size()) <= budget_) return;
+    int tova_victim = -1;
+    for (int h = 0; h < KV_; ++h) {
+      auto& e = state_[layer][h];
+      const int n = static_cast<int>(e.size());
+      const int lo = static_cast<int>(sinks_), hi = n - static_cast<int>(recent_);
+      int victim = lo;
+      if (policy_ == "h2o") {
+        for (int i = lo; i < hi; ++i) if (e[i].acc < e[victim].acc) victim = i;
+      } else if (policy_ == "knorm") {
+        for (int i = lo; i < hi; ++i) if (e[i].norm > e[victim].norm) victim = i;
+      } else if (policy_ == "tova") {
+        if (tova_victim < 0) {
+          tova_victim = lo;
+          for (int i = lo; i < hi; ++i) if (tova_score[e[i].pos] < tova_score[e[tova_victim].pos]) tova_victim = i;
+        }
+        victim = tova_victim;
+      } else if (policy_ == "random") {
+        victim = lo + static_cast<int>(rng_() % static_cast<uint64_t>(hi - lo));
+      } else if (policy_ == "weightedkv" || policy_ == "weightedkv-evict") {
+        const int end = n - static_cast<int>(std::max<int64_t>(recent_, 1));
+        for (int i = lo; i < end; ++i) {
+          if (e[i].acc / e[i].count < e[victim].acc / e[victim].count) victim = i;
+        }
+        if (policy_ == "weightedkv") {
+          RefEntry& r = e[victim + 1];
+          const double aj = e[victim].acc / e[victim].count, ar = r.acc / r.count;
+          const double w = aj / (aj + ar);
+          for (size_t d = 0; d < r.value.size(); ++d) r.value[d] = w * e[victim].value[d] + (1 - w) * r.value[d];
+          r.mult += e[victim].mult;
+        }
+      } else if (policy_ == "cam") {
+        double mean = 0;
+        int m = 0;
+        for (int t = victim + 1; t < n && t <= victim + 16; ++t, ++m) mean += e[t].acc;
+        mean /= m;
+        const double prob = std::min(1.0, std::max(0.0, e[victim].acc / mean));
+        const double u = static_cast<double>(rng_() >> 11) * 0x1.0p-53;
+        if (u < prob) {
+          for (int t = victim + 1; t < n && t <= victim + 16; ++t)
+            for (size_t d = 0; d < e[t].value.size(); ++d) e[t].value[d] += e[victim].value[d] / m;
+        }
+      }
+      e.erase(e.begin() + victim);
+    }
+  }
+
+  std::vector<int64_t> kept(int layer, int head) const {
+    std::vector<int64_t> out;
+    for (const auto& e : state_[layer][head]) out.push_back(e.pos);
+    return out;
+  }
+  const std::vector<RefEntry>& entries(int layer, int head) const { return state_[layer][head]; }
+
+ private:
+  std::string policy_;
+  int H_, KV_;
+  int64_t budget_, sinks_, recent_;
+  std::mt19937_64 rng_;
+  std::vector<std::vector<std::vector<RefEntry>>> state_;
+};
+
+class PolicyTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir("policies");
+    RandomModelSpec spec;
+    spec.vocab_size = 64;
+    spec.hidden_size = 32;
+    spec.intermediate_size = 48;
+    spec.num_layers = 2;
+    spec.num_heads = 4;
+    spec.num_kv_heads = 2;
+    spec.seed = 11;
+    write_random_model(dir_->path().string(), spec);
+    model_ = new LlamaModel(LlamaModel::load(dir_->path()));
+    for (int i = 0; i < 60; ++i) ids_.push_back((i * 29 + 7) % 64);
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    delete dir_;
+  }
+  static RunConfig config(const std::string& policy, int64_t budget, PositionMode mode, bool prefill) {
+    const ModelConfig& c = model_->config();
+    RunConfig rc;
+    rc.policy = policy;
+    rc.budget.tokens = budget;
+    rc.options.sinks = 2;
+    rc.options.recent = policy == "streaming" || policy == "cam" ? -1 : 4;
+    rc.options.seed = 5;
+    rc.cache = PolicyCacheConfig{c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, at::kFloat, at::kCPU, mode,
+                                 AttentionAggregation::Mean};
+    rc.prefill = prefill;
+    rc.prefill_chunk = 5;
+    return rc;
+  }
+  static RunOutput run(const RunConfig& rc, std::vector<Window> windows = {}) {
+    if (windows.empty()) windows = make_windows(Protocol::Stream, static_cast<int64_t>(ids_.size()), 0, 0);
+    return run_document(*model_, ids_, windows, rc);
+  }
+  static inline TempDir* dir_ = nullptr;
+  static inline LlamaModel* model_ = nullptr;
+  static inline std::vector<int64_t> ids_;
+};
+
+TEST_P(PolicyTest, AgreesWithSlowReferenceAtEveryStep) {
+  const std::string policy = GetParam();
+  const int64_t budget = 12, sinks = 2;
+  const ModelConfig& c = model_->config();
+  PolicyOptions po;
+  po.budget = budget;
+  po.sinks = sinks;
+  po.recent = policy == "streaming" || policy == "cam" ? -1 : 4;
+  po.seed = 5;
+  auto pol = std::shared_ptr<CachePolicy>(make_policy(policy, po));
+  const int64_t recent = pol->recent();
+  PolicyCache cache(PolicyCacheConfig{c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, at::kFloat, at::kCPU,
+                                      PositionMode::Original, AttentionAggregation::Mean},
+                    pol, model_->rope(), policy == "full" ? 1000 : budget);
+  Reference ref(policy, static_cast<int>(c.num_layers), static_cast<int>(c.num_heads), static_cast<int>(c.num_kv_heads),
+                budget, sinks, recent, 5);
+  Capture cap;
+  for (int64_t t = 0; t < static_cast<int64_t>(ids_.size()); ++t) {
+    model_->forward(at::tensor(std::vector<int64_t>{ids_[t]}, at::kLong), t, cache, &cap, Logits::None);
+    for (int l = 0; l < c.num_layers; ++l) {
+      ref.step(l, t, cap);
+      for (int h = 0; h < c.num_kv_heads; ++h) {
+        ASSERT_EQ(cache.kept_positions(l, h), ref.kept(l, h)) << policy << " step " << t << " layer " << l << " head " << h;
+        if (policy != "full") ASSERT_LE(cache.size(l), budget);
+        if (policy == "weightedkv" || policy == "cam") {
+          const auto& entries = ref.entries(l, h);
+          for (size_t i = 0; i < entries.size(); ++i) {
+            const auto got = cache.value(l, h, static_cast<int>(i));
+            for (size_t d = 0; d < got.size(); ++d) ASSERT_NEAR(got[d], entries[i].value[d], 1e-5) << "value of entry " << i;
+            if (policy == "weightedkv") ASSERT_EQ(cache.head_state(l, h).mult[cache.head_state(l, h).order[i]], entries[i].mult);
+          }
+        }
+      }
+    }
+  }
+  if (policy != "full") EXPECT_EQ(cache.size(0), budget);
+}
+
+TEST_P(PolicyTest, PrefillThenDecodeEqualsPureDecoding) {
+  const std::string policy = GetParam();
+  for (PositionMode mode : {PositionMode::Original, PositionMode::InCache}) {
+    const RunOutput a = run(config(policy, 12, mode, true));
+    const RunOutput b = run(config(policy, 12, mode, false));
+    ASSERT_EQ(a.nll.size(), b.nll.size());
+    for (size_t i = 0; i < a.nll.size(); ++i) ASSERT_NEAR(a.nll[i], b.nll[i], 1e-4) << policy << " token " << i;
+  }
+}
+
+TEST_P(PolicyTest, BudgetCoveringTheTextEqualsFull) {
+  const std::string policy = GetParam();
+  const int64_t T = static_cast<int64_t>(ids_.size());
+  const RunOutput full = run(config("full", T, PositionMode::Original, false));
+  const RunOutput same = run(config(policy, T, PositionMode::Original, false));
+  EXPECT_EQ(same.nll, full.nll);
+  EXPECT_LE(same.max_cache, T);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, PolicyTest,
+                         ::testing::Values("full", "streaming", "h2o", "tova", "knorm", "random", "cam", "weightedkv",
+                                           "weightedkv-evict"),
+                         [](const ::testing::TestParamInfo<std::string>& i) {
+                           std::string n = i.param;
+                           std::replace(n.begin(), n.end(), '-', '_');
+                           return n;
+                         });
+
+TEST_F(PolicyTest, FullEqualsScoreUnderEveryProtocol) {
+  const int64_t T = static_cast<int64_t>(ids_.size());
+  const ScoreResult whole = score_tokens(*model_, ids_, ScoreOptions{});
+  const RunOutput stream = run(config("full", T, PositionMode::Original, false));
+  ASSERT_EQ(stream.nll.size(), whole.nll.size());
+  for (size_t i = 0; i < whole.nll.size(); ++i) EXPECT_NEAR(stream.nll[i], whole.nll[i], 1e-4);
+
+  for (Protocol p : {Protocol::Chunks, Protocol::Sliding}) {
+    const auto windows = make_windows(p, T, 20, 10);
+    const RunOutput r = run(config("full", T, PositionMode::Original, false), windows);
+    size_t k = 0;
+    for (const Window& w : windows) {
+      const std::vector<int64_t> sub(ids_.begin() + w.begin, ids_.begin() + w.end);
+      const ScoreResult s = score_tokens(*model_, sub, ScoreOptions{});
+      for (int64_t target = w.score_from; target < w.end; ++target, ++k) {
+        ASSERT_LT(k, r.nll.size());
+        EXPECT_EQ(r.token_index[k], target);
+        EXPECT_NEAR(r.nll[k], s.nll[target - w.begin - 1], 1e-4);
+      }
+    }
+    EXPECT_EQ(k, r.nll.size());
+  }
+}
+
+TEST_F(PolicyTest, OriginalAndInCachePositionsAgreeWithoutEviction) {
+  const int64_t T = static_cast<int64_t>(ids_.size());
+  const RunOutput a = run(config("h2o", T, PositionMode::Original, false));
+  const RunOutput b = run(config("h2o", T, PositionMode::InCache, false));
+  for (size_t i = 0; i < a.nll.size(); ++i) EXPECT_NEAR(a.nll[i], b.nll[i], 1e-5);
+  // ...and differ once tokens are evicted (the positions really change).
+  const RunOutput c = run(config("h2o", 12, PositionMode::Original, false));
+  const RunOutput d = run(config("h2o", 12, PositionMode::InCache, false));
+  double diff = 0;
+  for (size_t i = 0; i < c.nll.size(); ++i) diff = std::max(diff, std::abs(c.nll[i] - d.nll[i]));
+  EXPECT_GT(diff, 1e-4);
+}
+
+TEST(SlidingWindows, FollowTheFixedLengthRecipe) {
+  const auto w = make_windows(Protocol::Sliding, 100, 40, 20);
+  ASSERT_EQ(w.size(), 4u);
+  EXPECT_EQ(w[0].begin, 0);
+  EXPECT_EQ(w[0].score_from, 1);
+  EXPECT_EQ(w[1].begin, 20);
+  EXPECT_EQ(w[1].score_from, 40);
+  EXPECT_EQ(w[3].end, 100);
+  EXPECT_EQ(w[3].score_from, 80);
+  EXPECT_THROW(make_windows(Protocol::Sliding, 30, 40, 20), Error);
+}
+
+// ---------------------------------------------------------------------------------------
+class PplCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    RandomModelSpec spec;
+    spec.vocab_size = 64;
+    spec.hidden_size = 16;
+    spec.intermediate_size = 24;
+    spec.num_heads = 2;
+    spec.num_kv_heads = 1;
+    write_random_model((dir_ / "m").string(), spec);
+    std::ofstream f(dir_ / "ids.txt");
+    for (int i = 0; i < 100; ++i) f << (i * 7 % 64) << ' ';
+  }
+  void expect_error(std::vector<std::string> extra, const std::string& expect) {
+    std::vector<std::string> args{"ppl", (dir_ / "m").string(), "--ids", (dir_ / "ids.txt").string(), "-o", (dir_ / "r.h5").string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const auto r = testing::run_kvscope(args);
+    EXPECT_TRUE(r.exited) << r.err;
+    EXPECT_EQ(r.code, 1) << r.err;
+    EXPECT_NE(r.err.find(expect), std::string::npos) << "expected '" << expect << "' in: " << r.err;
+    EXPECT_FALSE(std::filesystem::exists(dir_ / "r.h5"));
+  }
+  TempDir dir_{"pplcli"};
+};
+
+TEST_F(PplCli, RefusesBadConfigurations) {
+  expect_error({"--policy", "h2o", "--budget", "8", "--sinks", "4", "--recent", "6"}, "exceed the budget");
+  expect_error({"--budget", "0"}, "must be positive");
+  expect_error({"--budget", "-5"}, "must be positive");
+  expect_error({"--budget", "1.5"}, "ratio must be in (0, 1]");
+  expect_error({"--policy", "lru"}, "unknown policy 'lru' (known: full, streaming");
+  expect_error({"--policy", "weightedkv", "--weighting", "magic"}, "unknown merge weighting 'magic' (known: acc-attention, avg-attention");
+  expect_error({"--protocol", "sliding", "--window", "32", "--budget", "64"}, "larger than --window");
+  expect_error({"--protocol", "chunks", "--window", "500"}, "shorter than one window");
+}
+
+TEST_F(PplCli, WritesReadableResults) {
+  const auto r = testing::run_kvscope({"ppl", (dir_ / "m").string(), "--ids", (dir_ / "ids.txt").string(), "-o",
+                                       (dir_ / "r.h5").string(), "--budget", "16,0.5", "--policy", "full,h2o,weightedkv",
+                                       "--weighting", "avg-attention,uniform"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("| weightedkv | 0.5 | uniform |"), std::string::npos) << r.out;
+  const auto runs = read_ppl_results((dir_ / "r.h5").string());
+  ASSERT_EQ(runs.size(), 1u + 2u + 4u);
+  EXPECT_EQ(runs[0].nll.size(), 99u);
+  EXPECT_TRUE(std::filesystem::exists(dir_ / "r.csv"));
+  EXPECT_TRUE(std::filesystem::exists(dir_ / "r.md"));
+}
+
+TEST(PplStories, EveryPolicyFiniteOnABook) {
+  KVSCOPE_REQUIRE_SHARED();
+  TempDir dir("pplstories");
+  const auto out = dir / "r.h5";
+  const auto r = testing::run_kvscope({"ppl", testing::stories_dir().string(), "--text",
+                                       (testing::shared_dir() / "text/austen/persuasion.txt").string(), "--max-tokens", "300",
+                                       "--budget", "64", "-o", out.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto runs = read_ppl_results(out.string());
+  ASSERT_EQ(runs.size(), 9u);
+  for (const auto& run : runs) {
+    ASSERT_EQ(run.nll.size(), 299u) << run.policy;
+    for (double x : run.nll) ASSERT_TRUE(std::isfinite(x)) << run.policy;
+  }
+  const std::string py = "/usr/bin/python3 -c \"import h5py,sys; f=h5py.File(sys.argv[1]); "
+                         "assert f.attrs['schema']=='kvscope.ppl' and f.attrs['complete']==1; "
+                         "assert f['runs/0/nll'].shape==(299,) and f['runs/8'].attrs['policy']=='weightedkv-evict'\" " + out.string();
+  EXPECT_EQ(std::system(py.c_str()), 0);
+}
+
+}  // namespace
+}  // namespace kvscope
