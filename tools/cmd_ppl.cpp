@@ -26,16 +26,6 @@ std::vector<std::string> split_list(const std::string& s) {
   return out;
 }
 
-void write_text_atomically(const std::filesystem::path& path, const std::string& text, bool force) {
-  AtomicOutput out(path, force);
-  {
-    std::ofstream f(out.temp_path());
-    f << text;
-    if (!f.flush()) fail(path.string(), ": write failed (disk full?)");
-  }
-  out.commit();
-}
-
 }  // namespace
 
 Command register_ppl(CLI::App& app) {
@@ -81,13 +71,8 @@ Command register_ppl(CLI::App& app) {
             if (texts.empty() && ids.empty()) fail("no input: pass --text FILE... or --ids FILE...");
             const Protocol proto = parse_protocol(protocol);
             if (proto != Protocol::Stream && window <= 0) fail("--protocol ", protocol, " needs --window");
-            const std::filesystem::path out_path(out);
-            const auto stem = out_path.parent_path() / out_path.stem();
-            AtomicOutput output(out_path, force);
-            for (const auto& extra : {std::filesystem::path(stem.string() + ".csv"), std::filesystem::path(stem.string() + ".md")}) {
-              std::error_code ec;
-              if (std::filesystem::exists(extra, ec) && !force) fail(extra.string(), ": already exists; pass --force to overwrite");
-            }
+            AtomicOutput output(out, force);
+            const std::string csv_path = sidecar_path(out, ".csv", force), md_path = sidecar_path(out, ".md", force);
             const LlamaModel model = load_model(model_dir, rt);
             const ModelConfig& c = model.config();
 
@@ -167,7 +152,8 @@ Command register_ppl(CLI::App& app) {
                 });
                 PplRun run{rc.policy, rc.policy == "full" ? "full" : rc.budget.label(), rc.policy == "weightedkv" ? rc.options.weighting : "",
                            rc.policy == "weightedkv" ? merge_receiver_name(rc.options.receiver) : "", r.resolved_budget,
-                           static_cast<int64_t>(d), sources[d], r.max_cache, r.seconds, std::move(r.nll), std::move(r.token_index)};
+                           static_cast<int64_t>(d), sources[d], r.max_cache, r.seconds, r.policy_seconds, std::move(r.nll),
+                           std::move(r.token_index)};
                 runs.push_back(std::move(run));
               }
             }
@@ -181,9 +167,9 @@ Command register_ppl(CLI::App& app) {
             PplProvenance prov{model_dir, command_line(), protocol, positions, aggregation, window, stride_used, sinks, recent, seed, sources};
             write_ppl_results(output.temp_path().string(), runs, prov, c.raw_json);
             output.commit();
-            write_text_atomically(stem.string() + ".csv", csv_table(rows), true);
-            write_text_atomically(stem.string() + ".md", md, true);
-            std::fprintf(stderr, "wrote %s, %s.csv, %s.md\n", out.c_str(), stem.string().c_str(), stem.string().c_str());
+            write_text_file(csv_path, csv_table(rows));
+            write_text_file(md_path, md);
+            std::fprintf(stderr, "wrote %s, %s, %s\n", out.c_str(), csv_path.c_str(), md_path.c_str());
             return 0;
           }};
 }

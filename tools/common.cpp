@@ -3,7 +3,11 @@
 #include "core/error.h"
 #include "core/threads.h"
 
+#include <filesystem>
+#include <fstream>
 #include <sstream>
+
+#include "io/atomic_output.h"
 
 namespace kvscope::tools {
 namespace {
@@ -90,6 +94,24 @@ RandomModelSpec parse_random_model_spec(const std::string& text) {
     else fail("--random: unknown key '", key, "' (known: layers, hidden, mlp, heads, kv_heads, vocab, context, seed)");
   }
   return s;
+}
+
+std::string sidecar_path(const std::string& out, const std::string& extension, bool force) {
+  std::filesystem::path p(out);
+  p.replace_extension(extension);
+  std::error_code ec;
+  if (std::filesystem::exists(p, ec) && !force) fail(p.string(), ": already exists; pass --force to overwrite");
+  return p.string();
+}
+
+void write_text_file(const std::string& path, const std::string& text) {
+  AtomicOutput out(path, true);
+  {
+    std::ofstream f(out.temp_path());
+    f << text;
+    if (!f.flush()) fail(path, ": write failed (disk full?)");
+  }
+  out.commit();
 }
 
 std::string command_line() { return g_command_line; }

@@ -47,6 +47,12 @@ inline const char* kRandomSpecHelp =
     "key=value list over layers, hidden, mlp, heads, kv_heads, vocab, context, seed "
     "(default layers=8,hidden=512,mlp=1376,heads=8,kv_heads=2,vocab=32000,context=4096)";
 
+// OUT with its extension replaced ("results.h5" -> "results.csv"), for tables written
+// beside a results file. Fails if it exists and `force` is false.
+std::string sidecar_path(const std::string& out, const std::string& extension, bool force);
+// Writes a small text file atomically.
+void write_text_file(const std::string& path, const std::string& text);
+
 // The command line as typed, for provenance records.
 std::string command_line();
 void set_command_line(int argc, char** argv);

@@ -29,7 +29,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("kvscope ") + version() + " (" + git_commit() + ")");
   const tools::Command commands[] = {tools::register_info(app), tools::register_score(app),
                                      tools::register_generate(app), tools::register_bench(app),
-                                     tools::register_random_model(app), tools::register_dump(app), tools::register_ppl(app)};
+                                     tools::register_random_model(app), tools::register_dump(app), tools::register_ppl(app),
+                                     tools::register_spectrum(app), tools::register_l2corr(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -17,6 +17,7 @@ struct MergeCandidate {
   double count_j, count_r;      // steps each has been attended to
   double mult_j, mult_r;        // original tokens each slot already summarises
   double current_j, current_r;  // this step's attention (aggregated over the KV head's query heads)
+  double key_norm_j, key_norm_r;  // L2 norms of the two keys
   // Keys as stored (post-RoPE in `original` position mode, pre-RoPE in `in-cache` mode);
   // filled only for weightings whose needs_keys() is true.
   const std::vector<float>* key_j = nullptr;

@@ -174,7 +174,8 @@ class WeightedKvPolicy : public SplitPolicy {
       const int recv = receiver_index(static_cast<int>(h), s, j, keys);
       const int sj = s.order[j], sr = s.order[recv];
       MergeCandidate c{s.acc[sj], s.acc[sr], static_cast<double>(s.count[sj]), static_cast<double>(s.count[sr]),
-                       static_cast<double>(s.mult[sj]), static_cast<double>(s.mult[sr]), s.current[sj], s.current[sr]};
+                       static_cast<double>(s.mult[sj]), static_cast<double>(s.mult[sr]), s.current[sj], s.current[sr],
+                       s.key_norm[sj], s.key_norm[sr]};
       std::vector<float> kj, kr;
       if (weighting_->needs_keys()) {
         kj = keys.key(static_cast<int>(h), sj);

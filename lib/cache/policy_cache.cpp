@@ -1,6 +1,7 @@
 #include "cache/policy_cache.h"
 
 #include <algorithm>
+#include <chrono>
 #include <numeric>
 
 #include "core/error.h"
@@ -12,6 +13,16 @@ namespace {
 at::Tensor long_tensor(const std::vector<int64_t>& v, at::Device device) {
   return at::tensor(v, at::TensorOptions().dtype(at::kLong)).to(device);
 }
+
+class Stopwatch {
+ public:
+  explicit Stopwatch(double& total) : total_(total), start_(std::chrono::steady_clock::now()) {}
+  ~Stopwatch() { total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(); }
+
+ private:
+  double& total_;
+  std::chrono::steady_clock::time_point start_;
+};
 
 class StoredKeys : public KeySource {
  public:
@@ -68,11 +79,13 @@ void PolicyCache::grow(Layer& l, int64_t needed) {
 int64_t PolicyCache::size(int layer) const { return static_cast<int64_t>(layers_[layer].heads[0].order.size()); }
 
 AttentionInputs PolicyCache::append(int layer_index, const NewEntries& e) {
+  const Stopwatch timer(policy_seconds_);
   Layer& l = layers_[layer_index];
   const int64_t KV = config_.num_kv_heads, T = e.v.size(1);
   const at::Tensor host_pos = e.positions.to(at::kCPU);
   l.new_positions.assign(host_pos.data_ptr<int64_t>(), host_pos.data_ptr<int64_t>() + T);
   const at::Tensor norms = e.k_pre_rope.to(at::kFloat).norm(2, {-1}).to(at::kCPU).contiguous();  // [KV, T]
+  const float* norm_data = norms.data_ptr<float>();
 
   // Choose a slot for each (head, token): a freed slot first, else the next unused one.
   std::vector<int64_t> head_idx, slot_idx;
@@ -103,7 +116,7 @@ AttentionInputs PolicyCache::append(int layer_index, const NewEntries& e) {
     s.acc[slot] = 0.0;
     s.count[slot] = 0;
     s.mult[slot] = 1;
-    s.key_norm[slot] = norms[head_idx[i]][t].item<float>();
+    s.key_norm[slot] = norm_data[head_idx[i] * T + t];
   }
   if (next_fresh > l.used) l.used = next_fresh;
   for (int64_t h = 0; h < KV; ++h) {
@@ -139,6 +152,7 @@ AttentionInputs PolicyCache::append(int layer_index, const NewEntries& e) {
 }
 
 void PolicyCache::observe_attention(int layer_index, const at::Tensor& probs) {
+  const Stopwatch timer(policy_seconds_);
   Layer& l = layers_[layer_index];
   const int64_t KV = config_.num_kv_heads, H = config_.num_heads, group = H / KV;
   const int64_t T = probs.size(1), S = probs.size(2);

@@ -56,6 +56,9 @@ class PolicyCache final : public KvCache {
   // Stored value of one kept token (by index in sequence order), on the host.
   std::vector<float> value(int layer, int head, int index) const;
   int64_t budget() const { return budget_; }
+  // Wall time spent in the cache's own work (bookkeeping, decisions, merges), excluding
+  // the attention it serves: the policy's cost on top of the model step.
+  double policy_seconds() const { return policy_seconds_; }
   const CachePolicy& policy() const { return *policy_; }
 
  private:
@@ -77,6 +80,7 @@ class PolicyCache final : public KvCache {
   int64_t budget_;
   std::vector<Layer> layers_;
   DecisionObserver* decision_observer_ = nullptr;
+  double policy_seconds_ = 0.0;
 };
 
 }  // namespace kvscope

@@ -144,6 +144,7 @@ RunOutput run_document(const LlamaModel& model, const std::vector<int64_t>& ids,
       for (int64_t l = 0; l < model.config().num_layers; ++l) out.max_cache = std::max(out.max_cache, cache.size(static_cast<int>(l)));
     }
     for (int64_t l = 0; l < model.config().num_layers; ++l) out.max_cache = std::max(out.max_cache, cache.size(static_cast<int>(l)));
+    out.policy_seconds += cache.policy_seconds();
   }
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;

@@ -56,6 +56,7 @@ struct RunOutput {
   int64_t max_cache = 0;              // largest cache size seen in any layer
   int64_t resolved_budget = 0;        // budget of the first window
   double seconds = 0.0;
+  double policy_seconds = 0.0;        // of which spent in the cache's own work
 };
 
 // Runs one policy configuration over one document.

@@ -16,7 +16,7 @@ std::vector<PplRow> summarise(const std::vector<PplRun>& runs) {
   std::vector<PplRow> rows;
   std::map<std::string, size_t> index;
   std::vector<std::vector<double>> pooled;
-  std::vector<double> seconds;
+  std::vector<double> seconds, policy;
   for (const PplRun& r : runs) {
     const std::string key = r.policy + "|" + r.budget_label + "|" + r.weighting;
     if (!index.count(key)) {
@@ -24,10 +24,12 @@ std::vector<PplRow> summarise(const std::vector<PplRun>& runs) {
       rows.push_back(PplRow{r.policy, r.budget_label, r.weighting, r.budget});
       pooled.emplace_back();
       seconds.push_back(0);
+      policy.push_back(0);
     }
     const size_t i = index[key];
     pooled[i].insert(pooled[i].end(), r.nll.begin(), r.nll.end());
     seconds[i] += r.seconds;
+    policy[i] += r.policy_seconds;
     rows[i].max_cache = std::max(rows[i].max_cache, r.max_cache);
   }
   for (size_t i = 0; i < rows.size(); ++i) {
@@ -43,6 +45,7 @@ std::vector<PplRow> summarise(const std::vector<PplRun>& runs) {
     rows[i].ppl_low = std::exp(mean - 1.96 * se);
     rows[i].ppl_high = std::exp(mean + 1.96 * se);
     rows[i].tokens_per_second = seconds[i] > 0 ? n / seconds[i] : 0.0;
+    rows[i].policy_us_per_token = n > 0 ? 1e6 * policy[i] / n : 0.0;
   }
   return rows;
 }
@@ -50,13 +53,14 @@ std::vector<PplRow> summarise(const std::vector<PplRun>& runs) {
 std::string markdown_table(const std::vector<PplRow>& rows, const std::string& caption) {
   std::ostringstream o;
   if (!caption.empty()) o << caption << "\n\n";
-  o << "| policy | budget | weighting | PPL | 95% CI | mean NLL | tokens | max cache | tok/s |\n";
-  o << "|---|---|---|---|---|---|---|---|---|\n";
+  o << "| policy | budget | weighting | PPL | 95% CI | mean NLL | tokens | max cache | tok/s | cache us/tok |\n";
+  o << "|---|---|---|---|---|---|---|---|---|---|\n";
   char buf[512];
   for (const PplRow& r : rows) {
-    std::snprintf(buf, sizeof(buf), "| %s | %s | %s | %.3f | %.3f-%.3f | %.4f | %lld | %lld | %.1f |\n", r.policy.c_str(),
+    std::snprintf(buf, sizeof(buf), "| %s | %s | %s | %.3f | %.3f-%.3f | %.4f | %lld | %lld | %.1f | %.1f |\n", r.policy.c_str(),
                   r.budget_label.c_str(), r.weighting.empty() ? "-" : r.weighting.c_str(), r.ppl, r.ppl_low, r.ppl_high,
-                  r.mean_nll, static_cast<long long>(r.tokens), static_cast<long long>(r.max_cache), r.tokens_per_second);
+                  r.mean_nll, static_cast<long long>(r.tokens), static_cast<long long>(r.max_cache), r.tokens_per_second,
+                  r.policy_us_per_token);
     o << buf;
   }
   return o.str();
@@ -64,12 +68,12 @@ std::string markdown_table(const std::vector<PplRow>& rows, const std::string& c
 
 std::string csv_table(const std::vector<PplRow>& rows) {
   std::ostringstream o;
-  o << "policy,budget,weighting,ppl,ppl_ci_low,ppl_ci_high,mean_nll,tokens,max_cache,tokens_per_second\n";
+  o << "policy,budget,weighting,ppl,ppl_ci_low,ppl_ci_high,mean_nll,tokens,max_cache,tokens_per_second,cache_us_per_token\n";
   char buf[512];
   for (const PplRow& r : rows) {
-    std::snprintf(buf, sizeof(buf), "%s,%s,%s,%.6f,%.6f,%.6f,%.6f,%lld,%lld,%.3f\n", r.policy.c_str(), r.budget_label.c_str(),
+    std::snprintf(buf, sizeof(buf), "%s,%s,%s,%.6f,%.6f,%.6f,%.6f,%lld,%lld,%.3f,%.3f\n", r.policy.c_str(), r.budget_label.c_str(),
                   r.weighting.c_str(), r.ppl, r.ppl_low, r.ppl_high, r.mean_nll, static_cast<long long>(r.tokens),
-                  static_cast<long long>(r.max_cache), r.tokens_per_second);
+                  static_cast<long long>(r.max_cache), r.tokens_per_second, r.policy_us_per_token);
     o << buf;
   }
   return o.str();
@@ -118,6 +122,7 @@ void write_ppl_results(const std::string& path, const std::vector<PplRun>& runs,
       g.set_attr("source", r.source);
       g.set_attr("max_cache", r.max_cache);
       g.set_attr("seconds", r.seconds);
+      g.set_attr("policy_seconds", r.policy_seconds);
       const int64_t n = static_cast<int64_t>(r.nll.size());
       auto d = g.create_dataset("nll", {n}, h5::Stored::Float64, "scored_token");
       if (n) d.write_block({0}, {n}, r.nll.data());

@@ -17,6 +17,7 @@ struct PplRun {
   std::string source;
   int64_t max_cache = 0;
   double seconds = 0.0;
+  double policy_seconds = 0.0;
   std::vector<double> nll;
   std::vector<int64_t> token_index;
 };
@@ -25,6 +26,7 @@ struct PplRow {
   std::string policy, budget_label, weighting;
   int64_t budget = 0, tokens = 0, max_cache = 0;
   double mean_nll = 0, ppl = 0, ppl_low = 0, ppl_high = 0, tokens_per_second = 0;
+  double policy_us_per_token = 0;  // the cache's own cost per decoded token
 };
 
 // Pools the NLL of all documents of each (policy, budget, weighting), in first-seen order.

@@ -1,5 +1,6 @@
 #include "model/rope.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace kvscope {
@@ -32,14 +33,32 @@ std::vector<double> rope_inverse_frequencies(const ModelConfig& c) {
 Rope::Rope(const ModelConfig& config, at::Device device) {
   std::vector<double> inv = rope_inverse_frequencies(config);
   inv_freq_ = at::tensor(inv, at::TensorOptions().dtype(at::kDouble)).to(device);
+  table_size_ = std::min<int64_t>(std::max<int64_t>(config.max_position_embeddings, 1), 1 << 20);
+  const at::Tensor angles = at::arange(table_size_, at::TensorOptions().dtype(at::kDouble).device(device)).unsqueeze(-1) * inv_freq_;
+  cos_table_ = angles.cos().to(at::kFloat);
+  sin_table_ = angles.sin().to(at::kFloat);
 }
 
 at::Tensor Rope::apply(const at::Tensor& x, const at::Tensor& positions) const {
   const int64_t half = x.size(-1) / 2;
-  at::Tensor angles = positions.to(at::kDouble).unsqueeze(-1) * inv_freq_;  // [..., T, half]
-  if (angles.dim() == 2) angles = angles.unsqueeze(0);
-  const at::Tensor cos = angles.cos().to(x.scalar_type());
-  const at::Tensor sin = angles.sin().to(x.scalar_type());
+  at::Tensor cos, sin;
+  const bool in_table = positions.numel() > 0 && positions.min().item<int64_t>() >= 0 && positions.max().item<int64_t>() < table_size_;
+  if (in_table) {
+    // Same float64 angles, evaluated once at construction (float32 tables).
+    const at::Tensor flat = positions.reshape({-1});
+    std::vector<int64_t> shape = positions.sizes().vec();
+    shape.push_back(half);
+    cos = cos_table_.index_select(0, flat).view(shape).to(x.scalar_type());
+    sin = sin_table_.index_select(0, flat).view(shape).to(x.scalar_type());
+  } else {
+    const at::Tensor angles = positions.to(at::kDouble).unsqueeze(-1) * inv_freq_;  // [..., T, half]
+    cos = angles.cos().to(x.scalar_type());
+    sin = angles.sin().to(x.scalar_type());
+  }
+  if (cos.dim() == 2) {
+    cos = cos.unsqueeze(0);
+    sin = sin.unsqueeze(0);
+  }
   const at::Tensor x1 = x.narrow(-1, 0, half);
   const at::Tensor x2 = x.narrow(-1, half, half);
   return at::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, -1);

@@ -9,6 +9,8 @@ namespace kvscope {
 // head rotate together. Angles are computed in float64 so long positions stay exact.
 class Rope {
  public:
+  // Precomputes cos/sin for positions [0, max_position_embeddings): a cached key is then
+  // rotated by gathering table rows instead of evaluating trig functions every step.
   Rope(const ModelConfig& config, at::Device device);
 
   // x: [heads, T, head_dim]; positions: [T] (shared by all heads) or [heads, T] (int64).
@@ -18,6 +20,8 @@ class Rope {
 
  private:
   at::Tensor inv_freq_;
+  at::Tensor cos_table_, sin_table_;  // [positions, head_dim / 2], float32
+  int64_t table_size_ = 0;
 };
 
 // Inverse frequencies for a config, including linear and llama3 scaling (host-side doubles).

@@ -1,0 +1,21 @@
+// An attention-free weighting (spec 6, extension ideas): low-norm keys attract attention
+// (Devoto et al.), so weight each value by exp(-||k||), normalised over the pair.
+#include <cmath>
+
+#include "cache/merge_weighting.h"
+
+namespace kvscope {
+namespace {
+
+class KeyNormSoftmin : public MergeWeighting {
+ public:
+  double weight(const MergeCandidate& c) const override {
+    const double m = std::min(c.key_norm_j, c.key_norm_r);  // shift for numerical safety
+    const double ej = std::exp(-(c.key_norm_j - m)), er = std::exp(-(c.key_norm_r - m));
+    return ej / (ej + er);
+  }
+};
+KVSCOPE_REGISTER_MERGE_WEIGHTING(KeyNormSoftmin, "key-norm", "exp(-||k_j||) : exp(-||k_r||), no attention needed");
+
+}  // namespace
+}  // namespace kvscope
