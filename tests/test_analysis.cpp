@@ -9,6 +9,7 @@
 #include <random>
 
 #include "analysis/correlation.h"
+#include "analysis/perturbation.h"
 #include "analysis/spectrum_metrics.h"
 #include "analysis/svd.h"
 
@@ -149,6 +150,65 @@ TEST(Alr, MatchesBruteForceAndOracleNeverAboveL2) {
   }
   // Norms that rank attention perfectly in reverse give ALR 0.
   EXPECT_NEAR(attention_loss_ratio({0.1, 0.2, 0.3, 0.4}, {4, 3, 2, 1}), 0.0, 1e-15);
+}
+
+}  // namespace
+}  // namespace kvscope
+
+namespace kvscope {
+namespace {
+
+std::vector<std::vector<double>> random_rows(int n, int d, std::mt19937_64& rng, double scale) {
+  std::normal_distribution<double> g(0, scale);
+  std::vector<std::vector<double>> m(n, std::vector<double>(d));
+  for (auto& r : m) for (double& x : r) x = g(rng);
+  return m;
+}
+
+TEST(Perturbation, IdealMergeLeavesTheOutputUnchanged) {
+  std::mt19937_64 rng(9);
+  for (int trial = 0; trial < 50; ++trial) {
+    const int n = 3 + trial % 20, d = 8;
+    const auto q = random_rows(1, d, rng, 1.0)[0];
+    const auto K = random_rows(n, d, rng, 1.0), V = random_rows(n, d, rng, 1.0);
+    const int j = trial % (n - 1), r = j + 1;
+    const double scale = 1.0 / std::sqrt(d);
+    std::vector<double> A;
+    const auto o = attention_output(q, K, V, scale, &A);
+    const auto ideal = ideal_merged_value(q, K, V, j, r, scale);
+    const auto closed = output_after_merge(o, A[j], V[j], A[r], V[r], ideal);
+    for (int k = 0; k < d; ++k) EXPECT_NEAR(closed[k], o[k], 1e-10);
+    // Brute force: drop key j, give r the ideal value, recompute attention.
+    auto K2 = K, V2 = V;
+    V2[r] = ideal;
+    K2.erase(K2.begin() + j);
+    V2.erase(V2.begin() + j);
+    const auto brute = attention_output(q, K2, V2, scale);
+    for (int k = 0; k < d; ++k) EXPECT_NEAR(brute[k], o[k], 1e-10);
+    // The convex approximation is not exact in general.
+    std::vector<double> convex(d);
+    for (int k = 0; k < d; ++k) convex[k] = (A[j] * V[j][k] + A[r] * V[r][k]) / (A[j] + A[r]);
+    EXPECT_GT(relative_l2(output_after_merge(o, A[j], V[j], A[r], V[r], convex), o), 0.0);
+  }
+}
+
+TEST(Perturbation, ClosedFormEvictionEqualsRecomputation) {
+  std::mt19937_64 rng(10);
+  for (int trial = 0; trial < 50; ++trial) {
+    const int n = 2 + trial % 15, d = 6;
+    const auto q = random_rows(1, d, rng, 2.0)[0];
+    const auto K = random_rows(n, d, rng, 1.0), V = random_rows(n, d, rng, 1.0);
+    std::vector<double> A;
+    const auto o = attention_output(q, K, V, 0.5, &A);
+    const int j = trial % n;
+    auto K2 = K, V2 = V;
+    K2.erase(K2.begin() + j);
+    V2.erase(V2.begin() + j);
+    const auto brute = attention_output(q, K2, V2, 0.5);
+    const auto closed = output_after_eviction(o, A[j], V[j]);
+    for (int k = 0; k < d; ++k) EXPECT_NEAR(closed[k], brute[k], 1e-10);
+  }
+  EXPECT_EQ(cosine({0.1, 0.2, 0.3}, {0.1, 0.2, 0.3}), 1.0);
 }
 
 }  // namespace

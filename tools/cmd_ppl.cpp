@@ -36,7 +36,7 @@ Command register_ppl(CLI::App& app) {
   static std::vector<std::string> texts, ids;
   static int64_t max_tokens = 0, sinks = 4, recent = -1, window = 0, stride = 0, cam_merge = 16, prefill_chunk = 256;
   static uint64_t seed = 0;
-  static bool no_prefill = false, force = false, in_middle = false;
+  static bool no_prefill = false, force = false, in_middle = false, log_perturbation = false;
   static RuntimeOptions rt;
   cmd->add_option("MODEL_DIR", model_dir, "Hugging Face model directory")->required();
   auto* t = cmd->add_option("--text", texts, "text file(s), one document each");
@@ -65,6 +65,8 @@ Command register_ppl(CLI::App& app) {
   cmd->add_option("--seed", seed, "seed for random and cam")->capture_default_str();
   cmd->add_flag("--no-prefill", no_prefill, "decode every token (default: prefill up to the budget, which is exact)");
   cmd->add_option("--prefill-chunk", prefill_chunk, "tokens per prefill call")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_flag("--log-perturbation", log_perturbation,
+                "record, for every eviction or merge, the exact change of each affected head's attention output at that step");
   cmd->add_flag("--force", force, "overwrite existing outputs");
   add_runtime_options(cmd, rt);
   return {cmd, [] {
@@ -102,6 +104,7 @@ Command register_ppl(CLI::App& app) {
             base.options.neighbour_in_middle = in_middle;
             base.prefill = !no_prefill;
             base.prefill_chunk = prefill_chunk;
+            base.log_perturbation = log_perturbation;
             if (!skip_layers.empty()) base.options.skip_layers = parse_selection(skip_layers, static_cast<int>(c.num_layers), "layer");
 
             // Every configuration is validated before any decoding starts.
@@ -150,10 +153,26 @@ Command register_ppl(CLI::App& app) {
                   done += n;
                   progress.update(done, label);
                 });
-                PplRun run{rc.policy, rc.policy == "full" ? "full" : rc.budget.label(), rc.policy == "weightedkv" ? rc.options.weighting : "",
-                           rc.policy == "weightedkv" ? merge_receiver_name(rc.options.receiver) : "", r.resolved_budget,
-                           static_cast<int64_t>(d), sources[d], r.max_cache, r.seconds, r.policy_seconds, std::move(r.nll),
-                           std::move(r.token_index)};
+                PplRun run;
+                run.policy = rc.policy;
+                run.budget_label = rc.policy == "full" ? "full" : rc.budget.label();
+                run.weighting = rc.policy == "weightedkv" ? rc.options.weighting : "";
+                run.receiver = rc.policy == "weightedkv" ? merge_receiver_name(rc.options.receiver) : "";
+                run.budget = r.resolved_budget;
+                run.document = static_cast<int64_t>(d);
+                run.source = sources[d];
+                run.max_cache = r.max_cache;
+                run.seconds = r.seconds;
+                run.policy_seconds = r.policy_seconds;
+                run.nll = std::move(r.nll);
+                run.token_index = std::move(r.token_index);
+                for (const PerturbationEvent& e : r.perturbation) {
+                  run.perturbation_step.push_back(e.step);
+                  run.perturbation_layer.push_back(e.layer);
+                  run.perturbation_head.push_back(e.head);
+                  run.perturbation_relative_change.push_back(e.relative_change);
+                  run.perturbation_cosine.push_back(e.cosine);
+                }
                 runs.push_back(std::move(run));
               }
             }

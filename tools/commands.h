@@ -23,5 +23,6 @@ Command register_dump(CLI::App& app);
 Command register_ppl(CLI::App& app);
 Command register_spectrum(CLI::App& app);
 Command register_l2corr(CLI::App& app);
+Command register_perturb(CLI::App& app);
 
 }  // namespace kvscope::tools

@@ -46,13 +46,13 @@ class FullPolicy : public SplitPolicy {
  public:
   using SplitPolicy::SplitPolicy;
   bool compresses_layer(int) const override { return false; }
-  void decide(int, std::vector<HeadState>&, const KeySource&, std::vector<Decision>&) override {}
+  void decide(int, const std::vector<HeadState>&, const KeySource&, std::vector<Decision>&) override {}
 };
 
 class StreamingPolicy : public SplitPolicy {
  public:
   using SplitPolicy::SplitPolicy;
-  void decide(int, std::vector<HeadState>& heads, const KeySource&, std::vector<Decision>& out) override {
+  void decide(int, const std::vector<HeadState>& heads, const KeySource&, std::vector<Decision>& out) override {
     for (size_t h = 0; h < heads.size(); ++h) out[h] = Decision{Decision::Drop, middle(heads[h]).begin};
   }
 };
@@ -60,7 +60,7 @@ class StreamingPolicy : public SplitPolicy {
 class H2OPolicy : public SplitPolicy {
  public:
   using SplitPolicy::SplitPolicy;
-  void decide(int, std::vector<HeadState>& heads, const KeySource&, std::vector<Decision>& out) override {
+  void decide(int, const std::vector<HeadState>& heads, const KeySource&, std::vector<Decision>& out) override {
     for (size_t h = 0; h < heads.size(); ++h) {
       const HeadState& s = heads[h];
       out[h] = Decision{Decision::Drop, argmin(middle(s), [&](int i) { return s.acc[s.order[i]]; })};
@@ -72,7 +72,7 @@ class H2OPolicy : public SplitPolicy {
 class TovaPolicy : public SplitPolicy {
  public:
   using SplitPolicy::SplitPolicy;
-  void decide(int, std::vector<HeadState>& heads, const KeySource&, std::vector<Decision>& out) override {
+  void decide(int, const std::vector<HeadState>& heads, const KeySource&, std::vector<Decision>& out) override {
     const HeadState& first = heads[0];
     const int j = argmin(middle(first), [&](int i) {
       double total = 0;
@@ -87,7 +87,7 @@ class KnormPolicy : public SplitPolicy {
  public:
   KnormPolicy(std::string name, const PolicyOptions& o) : SplitPolicy(std::move(name), o), skip_(o.skip_layers) {}
   bool compresses_layer(int layer) const override { return std::find(skip_.begin(), skip_.end(), layer) == skip_.end(); }
-  void decide(int, std::vector<HeadState>& heads, const KeySource&, std::vector<Decision>& out) override {
+  void decide(int, const std::vector<HeadState>& heads, const KeySource&, std::vector<Decision>& out) override {
     for (size_t h = 0; h < heads.size(); ++h) {
       const HeadState& s = heads[h];
       out[h] = Decision{Decision::Drop, argmin(middle(s), [&](int i) { return -static_cast<double>(s.key_norm[s.order[i]]); })};
@@ -102,7 +102,7 @@ class KnormPolicy : public SplitPolicy {
 class RandomPolicy : public SplitPolicy {
  public:
   RandomPolicy(std::string name, const PolicyOptions& o) : SplitPolicy(std::move(name), o), rng_(o.seed) {}
-  void decide(int, std::vector<HeadState>& heads, const KeySource&, std::vector<Decision>& out) override {
+  void decide(int, const std::vector<HeadState>& heads, const KeySource&, std::vector<Decision>& out) override {
     for (size_t h = 0; h < heads.size(); ++h) {
       const Region r = middle(heads[h]);
       out[h] = Decision{Decision::Drop, r.begin + static_cast<int>(rng_() % static_cast<uint64_t>(r.end - r.begin))};
@@ -119,7 +119,7 @@ class RandomPolicy : public SplitPolicy {
 class CamPolicy : public SplitPolicy {
  public:
   CamPolicy(std::string name, const PolicyOptions& o) : SplitPolicy(std::move(name), o), n_(o.cam_merge_count), rng_(o.seed) {}
-  void decide(int, std::vector<HeadState>& heads, const KeySource&, std::vector<Decision>& out) override {
+  void decide(int, const std::vector<HeadState>& heads, const KeySource&, std::vector<Decision>& out) override {
     for (size_t h = 0; h < heads.size(); ++h) {
       const HeadState& s = heads[h];
       const int j = middle(s).begin;
@@ -157,7 +157,7 @@ class WeightedKvPolicy : public SplitPolicy {
       : SplitPolicy(std::move(name), o), merge_(merge), receiver_(o.receiver), in_middle_(o.neighbour_in_middle),
         weighting_(make_merge_weighting(o.weighting)) {}
 
-  void decide(int, std::vector<HeadState>& heads, const KeySource& keys, std::vector<Decision>& out) override {
+  void decide(int, const std::vector<HeadState>& heads, const KeySource& keys, std::vector<Decision>& out) override {
     for (size_t h = 0; h < heads.size(); ++h) {
       const HeadState& s = heads[h];
       const int n = static_cast<int>(s.order.size());

@@ -61,7 +61,7 @@ class CachePolicy {
   virtual const std::string& name() const = 0;
   virtual bool compresses_layer(int layer) const { (void)layer; return true; }
   // One layer is over budget by one token: decide, per KV head, what leaves.
-  virtual void decide(int layer, std::vector<HeadState>& heads, const KeySource& keys, std::vector<Decision>& out) = 0;
+  virtual void decide(int layer, const std::vector<HeadState>& heads, const KeySource& keys, std::vector<Decision>& out) = 0;
   int64_t recent() const { return recent_; }
   int64_t sinks() const { return sinks_; }
 

@@ -190,7 +190,7 @@ void PolicyCache::observe_attention(int layer_index, const at::Tensor& probs) {
   }
   std::vector<Decision> decisions(KV);
   policy_->decide(layer_index, l.heads, StoredKeys(l.k), decisions);
-  if (decision_observer_) decision_observer_->on_decisions(layer_index, l.heads, decisions, l.v);
+  if (decision_observer_) decision_observer_->on_decisions(layer_index, l.heads, decisions, l.v, probs);
   apply(layer_index, decisions);
 }
 
@@ -251,6 +251,19 @@ std::vector<float> PolicyCache::value(int layer, int head, int index) const {
   const Layer& l = layers_[layer];
   const at::Tensor row = l.v[head][l.heads[head].order[index]].to(at::kCPU, at::kFloat).contiguous();
   return std::vector<float>(row.data_ptr<float>(), row.data_ptr<float>() + row.numel());
+}
+
+std::unique_ptr<KeySource> PolicyCache::key_source(int layer) const { return std::make_unique<StoredKeys>(layers_[layer].k); }
+
+std::pair<at::Tensor, at::Tensor> PolicyCache::head_keys_values(int layer, int head) const {
+  const Layer& l = layers_[layer];
+  const auto& order = l.heads[head].order;
+  const at::Tensor idx = long_tensor(std::vector<int64_t>(order.begin(), order.end()), config_.device);
+  at::Tensor k = l.k[head].index_select(0, idx);
+  if (config_.positions == PositionMode::InCache) {
+    k = rope_->apply(k.unsqueeze(0), at::arange(static_cast<int64_t>(order.size()), idx.options())).squeeze(0);
+  }
+  return {k, l.v[head].index_select(0, idx)};
 }
 
 PolicyCache PolicyCache::clone() const {

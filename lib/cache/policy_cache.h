@@ -30,12 +30,13 @@ struct PolicyCacheConfig {
 };
 
 // Receives every decision after it is made, before it is applied (for diagnostics such as
-// the one-step perturbation log). `values` is the layer's value store [kv_heads, slots, hd].
+// the one-step perturbation log): the layer's value store [kv_heads, slots, hd] and the
+// step's attention probabilities [heads, T, slots].
 class DecisionObserver {
  public:
   virtual ~DecisionObserver() = default;
   virtual void on_decisions(int layer, const std::vector<HeadState>& heads, const std::vector<Decision>& decisions,
-                            const at::Tensor& values) = 0;
+                            const at::Tensor& values, const at::Tensor& probabilities) = 0;
 };
 
 class PolicyCache final : public KvCache {
@@ -45,6 +46,9 @@ class PolicyCache final : public KvCache {
   AttentionInputs append(int layer, const NewEntries& entries) override;
   void observe_attention(int layer, const at::Tensor& probabilities) override;
   int64_t size(int layer) const override;
+
+  PolicyCache(PolicyCache&&) = default;
+  PolicyCache& operator=(PolicyCache&&) = default;
 
   // Deep copy (the policy object is shared: copies of a cache made mid-run share its RNG).
   PolicyCache clone() const;
@@ -60,6 +64,13 @@ class PolicyCache final : public KvCache {
   // the attention it serves: the policy's cost on top of the model step.
   double policy_seconds() const { return policy_seconds_; }
   const CachePolicy& policy() const { return *policy_; }
+  // Applies decisions made outside the policy (kvscope perturb's one-off merges); one per
+  // KV head, Decision::None for heads left alone.
+  void apply_decisions(int layer, const std::vector<Decision>& decisions) { apply(layer, decisions); }
+  // The stored keys of one layer, for decisions made outside the policy.
+  std::unique_ptr<KeySource> key_source(int layer) const;
+  // Keys as attention reads them (rotated) and values of one head, in sequence order.
+  std::pair<at::Tensor, at::Tensor> head_keys_values(int layer, int head) const;
 
  private:
   struct Layer {

@@ -111,7 +111,8 @@ RunOutput run_document(const LlamaModel& model, const std::vector<int64_t>& ids,
     PolicyOptions po = cfg.options;
     po.budget = budget;
     PolicyCache cache(cfg.cache, std::shared_ptr<CachePolicy>(make_policy(cfg.policy, po)), model.rope(), full ? len : budget);
-    cache.set_decision_observer(decisions);
+    PerturbationLog log;
+    cache.set_decision_observer(cfg.log_perturbation ? &log : decisions);
     auto keep = [&](const at::Tensor& logits, int64_t first_row_pos) {
       // Row r of `logits` is the model at absolute position first_row_pos + r and predicts
       // token first_row_pos + r + 1.
@@ -140,11 +141,13 @@ RunOutput run_document(const LlamaModel& model, const std::vector<int64_t>& ids,
       }
     }
     for (; pos < len - 1; ++pos) {
+      log.set_step(win.begin + pos);
       keep(model.forward(all.narrow(0, win.begin + pos, 1), pos, cache), win.begin + pos);
       for (int64_t l = 0; l < model.config().num_layers; ++l) out.max_cache = std::max(out.max_cache, cache.size(static_cast<int>(l)));
     }
     for (int64_t l = 0; l < model.config().num_layers; ++l) out.max_cache = std::max(out.max_cache, cache.size(static_cast<int>(l)));
     out.policy_seconds += cache.policy_seconds();
+    out.perturbation.insert(out.perturbation.end(), log.events().begin(), log.events().end());
   }
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;

@@ -10,6 +10,7 @@
 
 #include "cache/policy.h"
 #include "cache/policy_cache.h"
+#include "eval/perturbation_log.h"
 
 namespace kvscope {
 
@@ -47,6 +48,7 @@ struct RunConfig {
   PolicyOptions options;  // budget filled in per window
   PolicyCacheConfig cache;
   bool prefill = true;    // prefill until the budget is reached (false: decode every token)
+  bool log_perturbation = false;
   int64_t prefill_chunk = 256;
 };
 
@@ -57,6 +59,7 @@ struct RunOutput {
   int64_t resolved_budget = 0;        // budget of the first window
   double seconds = 0.0;
   double policy_seconds = 0.0;        // of which spent in the cache's own work
+  std::vector<PerturbationEvent> perturbation;  // with RunConfig::log_perturbation
 };
 
 // Runs one policy configuration over one document.

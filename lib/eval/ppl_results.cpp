@@ -128,6 +128,15 @@ void write_ppl_results(const std::string& path, const std::vector<PplRun>& runs,
       if (n) d.write_block({0}, {n}, r.nll.data());
       auto ti = g.create_dataset("token_index", {n}, h5::Stored::Int64, "scored_token");
       if (n) ti.write_block({0}, {n}, r.token_index.data());
+      if (!r.perturbation_step.empty()) {
+        const int64_t m = static_cast<int64_t>(r.perturbation_step.size());
+        const h5::Group pg = g.create_group("perturbation");
+        pg.create_dataset("step", {m}, h5::Stored::Int64, "event").write_block({0}, {m}, r.perturbation_step.data());
+        pg.create_dataset("layer", {m}, h5::Stored::Int64, "event").write_block({0}, {m}, r.perturbation_layer.data());
+        pg.create_dataset("head", {m}, h5::Stored::Int64, "event").write_block({0}, {m}, r.perturbation_head.data());
+        pg.create_dataset("relative_change", {m}, h5::Stored::Float64, "event").write_block({0}, {m}, r.perturbation_relative_change.data());
+        pg.create_dataset("cosine", {m}, h5::Stored::Float64, "event").write_block({0}, {m}, r.perturbation_cosine.data());
+      }
     }
     root.set_attr("complete", int64_t{1});
   }

@@ -20,6 +20,10 @@ struct PplRun {
   double policy_seconds = 0.0;
   std::vector<double> nll;
   std::vector<int64_t> token_index;
+  // --log-perturbation: one entry per (decision, query head)
+  std::vector<int64_t> perturbation_step;
+  std::vector<int64_t> perturbation_layer, perturbation_head;
+  std::vector<double> perturbation_relative_change, perturbation_cosine;
 };
 
 struct PplRow {

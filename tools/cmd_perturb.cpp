@@ -1,0 +1,210 @@
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "commands.h"
+#include "common.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "core/selection.h"
+#include "eval/perturb.h"
+#include "io/atomic_output.h"
+#include "io/h5.h"
+#include "io/provenance.h"
+
+namespace kvscope::tools {
+namespace {
+
+struct Summary {
+  std::string variant;
+  double mean_cos, worst_step_cos, mean_rel, mean_kl, mean_cos_attention_dropped, mean_cos_attention_added;
+};
+
+// Mean over documents of the per-step mean over layers and heads: [steps].
+std::vector<double> per_step(const std::vector<PerturbDocumentResult>& docs, size_t v,
+                             std::vector<double> PerturbVariantResult::*field, int64_t steps, std::vector<double>* spread) {
+  std::vector<double> mean(steps, 0.0), sq(steps, 0.0);
+  for (const auto& d : docs) {
+    const auto& x = d.variants[v].*field;
+    const size_t width = x.size() / steps;
+    for (int64_t s = 0; s < steps; ++s) {
+      double m = 0;
+      for (size_t k = 0; k < width; ++k) m += x[s * width + k];
+      m /= static_cast<double>(width);
+      mean[s] += m;
+      sq[s] += m * m;
+    }
+  }
+  const double n = static_cast<double>(docs.size());
+  for (int64_t s = 0; s < steps; ++s) {
+    mean[s] /= n;
+    if (spread) spread->push_back(std::sqrt(std::max(0.0, sq[s] / n - mean[s] * mean[s])));
+  }
+  return mean;
+}
+
+void write_vec(const h5::Group& g, const std::string& name, const std::vector<double>& v, const std::vector<int64_t>& shape,
+               const std::string& dims) {
+  auto d = g.create_dataset(name, shape, h5::Stored::Float64, dims);
+  if (!v.empty()) d.write_block(std::vector<int64_t>(shape.size(), 0), shape, v.data());
+}
+
+}  // namespace
+
+Command register_perturb(CLI::App& app) {
+  auto* cmd = app.add_subcommand("perturb", "How much one WeightedKV merge (per weighting) or eviction disturbs later attention");
+  static std::string model_dir, out, variants = "avg-attention,acc-attention,uniform,current-softmax,evict", layers = "all",
+                                     heads = "all", receiver = "right", positions = "original";
+  static std::vector<std::string> texts, ids;
+  static int64_t at = 100, steps = 800, sinks = 4;
+  static bool force = false;
+  static RuntimeOptions rt;
+  cmd->add_option("MODEL_DIR", model_dir, "Hugging Face model directory")->required();
+  auto* t = cmd->add_option("--text", texts, "text file(s), one document each");
+  auto* i = cmd->add_option("--ids", ids, "pre-tokenised file(s), one document each");
+  t->excludes(i);
+  i->excludes(t);
+  cmd->add_option("-o,--out", out, "output .h5 (a CSV summary is written beside it)")->required();
+  cmd->add_option("--at", at, "decode step at which the merge happens")->capture_default_str();
+  cmd->add_option("--steps", steps, "steps to follow after the merge")->capture_default_str();
+  cmd->add_option("--weighting", variants, "comma-separated merge weightings, plus evict (drop the value) and none (control)")
+      ->capture_default_str();
+  cmd->add_option("--layers", layers, "layers to merge in and record, e.g. 0-3")->capture_default_str();
+  cmd->add_option("--heads", heads, "KV heads to merge in, e.g. 0,1")->capture_default_str();
+  cmd->add_option("--sinks", sinks, "leading tokens never merged")->capture_default_str();
+  cmd->add_option("--receiver", receiver, "right (paper), left, similar")->capture_default_str();
+  cmd->add_option("--positions", positions, "original or in-cache")->capture_default_str()->check(CLI::IsMember({"original", "in-cache"}));
+  cmd->add_flag("--force", force, "overwrite existing outputs");
+  add_runtime_options(cmd, rt);
+  return {cmd, [] {
+            if (texts.empty() && ids.empty()) fail("no input: pass --text FILE... or --ids FILE...");
+            AtomicOutput output(out, force);
+            const std::string csv_path = sidecar_path(out, ".csv", force);
+            const LlamaModel model = load_model(model_dir, rt);
+            const ModelConfig& c = model.config();
+            PerturbOptions o;
+            o.at = at;
+            o.steps = steps;
+            o.variants.clear();
+            std::stringstream vs(variants);
+            for (std::string v; std::getline(vs, v, ',');) {
+              if (v.empty()) continue;
+              if (v != "evict" && v != "none") make_merge_weighting(v);  // unknown names fail here, listing the known ones
+              o.variants.push_back(v);
+            }
+            if (o.variants.empty()) fail("--weighting: nothing to compare");
+            o.layers = parse_selection(layers, static_cast<int>(c.num_layers), "layer");
+            o.kv_heads = parse_selection(heads, static_cast<int>(c.num_kv_heads), "KV head");
+            o.sinks = sinks;
+            o.receiver = parse_merge_receiver(receiver);
+            o.positions = positions == "original" ? PositionMode::Original : PositionMode::InCache;
+            std::vector<std::vector<int64_t>> docs;
+            std::vector<std::string> sources;
+            for (const auto& f : texts.empty() ? ids : texts) {
+              InputOptions io;
+              (texts.empty() ? io.ids_file : io.text_file) = f;
+              io.max_tokens = at + steps;
+              docs.push_back(read_input(model_dir, c, io).ids);
+              sources.push_back(f);
+            }
+            Progress progress("perturb", static_cast<int64_t>(docs.size()) * steps, "step");
+            std::vector<PerturbDocumentResult> results;
+            double full_seconds = 0, total_seconds = 0;
+            for (size_t d = 0; d < docs.size(); ++d) {
+              results.push_back(run_perturbation(model, docs[d], o, [&](int64_t s) { progress.update(static_cast<int64_t>(d) * steps + s); }));
+              full_seconds += results.back().full_seconds;
+              total_seconds += results.back().total_seconds;
+            }
+            progress.finish();
+
+            const int64_t L = static_cast<int64_t>(o.layers.size()), H = c.num_heads, KV = c.num_kv_heads;
+            std::vector<Summary> summary;
+            {
+              h5::File file = h5::File::create(output.temp_path().string());
+              const h5::Group root = file.root();
+              write_provenance(root, kPerturbSchemaName, kPerturbSchemaVersion, command_line());
+              root.set_attr("model_path", model_dir);
+              root.set_attr("model_config", c.raw_json);
+              root.set_attr("at", at);
+              root.set_attr("steps", steps);
+              root.set_attr("variants", variants);
+              std::string ls, hs;
+              for (int l : o.layers) ls += (ls.empty() ? "" : ",") + std::to_string(l);
+              for (int h : o.kv_heads) hs += (hs.empty() ? "" : ",") + std::to_string(h);
+              root.set_attr("layers", ls);
+              root.set_attr("kv_heads", hs);
+              root.set_attr("sinks", sinks);
+              root.set_attr("receiver", receiver);
+              root.set_attr("positions", positions);
+              root.set_attr("num_heads", H);
+              root.set_attr("num_kv_heads", KV);
+              root.set_attr("num_documents", static_cast<int64_t>(docs.size()));
+              std::string src;
+              for (const auto& s : sources) src += (src.empty() ? "" : "\n") + s;
+              root.set_attr("sources", src);
+              root.set_attr("seconds_full_decode", full_seconds);
+              root.set_attr("seconds_total", total_seconds);
+              const h5::Group dg = root.create_group("documents");
+              for (size_t d = 0; d < results.size(); ++d) {
+                const h5::Group g = dg.create_group(std::to_string(d));
+                for (const auto& r : results[d].variants) {
+                  const h5::Group vg = g.create_group(r.name);
+                  write_vec(vg, "cos_output", r.cos_output, {steps, L, H}, "step,layer,head");
+                  write_vec(vg, "rel_output", r.rel_output, {steps, L, H}, "step,layer,head");
+                  write_vec(vg, "cos_attention_dropped", r.cos_attention_dropped, {steps, L, H}, "step,layer,head");
+                  write_vec(vg, "cos_attention_added", r.cos_attention_added, {steps, L, H}, "step,layer,head");
+                  write_vec(vg, "kl", r.kl, {steps}, "step");
+                  write_vec(vg, "weights", r.weights, {L, KV}, "layer,kv_head");
+                  auto m = vg.create_dataset("merged_positions", {L, KV, 2}, h5::Stored::Int64, "layer,kv_head,dropped_receiver");
+                  m.write_block({0, 0, 0}, {L, KV, 2}, r.merged.data());
+                }
+              }
+              const h5::Group ag = root.create_group("aggregate");
+              for (size_t v = 0; v < o.variants.size(); ++v) {
+                const h5::Group g = ag.create_group(o.variants[v]);
+                std::vector<double> cos_sd, kl_sd;
+                const auto cos = per_step(results, v, &PerturbVariantResult::cos_output, steps, &cos_sd);
+                const auto rel = per_step(results, v, &PerturbVariantResult::rel_output, steps, nullptr);
+                const auto cad = per_step(results, v, &PerturbVariantResult::cos_attention_dropped, steps, nullptr);
+                const auto caa = per_step(results, v, &PerturbVariantResult::cos_attention_added, steps, nullptr);
+                const auto kl = per_step(results, v, &PerturbVariantResult::kl, steps, &kl_sd);
+                write_vec(g, "cos_output_mean", cos, {steps}, "step");
+                write_vec(g, "cos_output_std", cos_sd, {steps}, "step");
+                write_vec(g, "rel_output_mean", rel, {steps}, "step");
+                write_vec(g, "cos_attention_dropped_mean", cad, {steps}, "step");
+                write_vec(g, "cos_attention_added_mean", caa, {steps}, "step");
+                write_vec(g, "kl_mean", kl, {steps}, "step");
+                write_vec(g, "kl_std", kl_sd, {steps}, "step");
+                auto avg = [](const std::vector<double>& x) { double s = 0; for (double y : x) s += y; return s / x.size(); };
+                summary.push_back(Summary{o.variants[v], avg(cos), *std::min_element(cos.begin(), cos.end()), avg(rel), avg(kl), avg(cad), avg(caa)});
+              }
+              mark_complete(root);
+              file.flush();
+              file.close();
+            }
+            output.commit();
+            std::ostringstream table, csv;
+            table << "| variant | mean cos(output) | worst step cos | mean rel. L2 | mean KL | cos(attn, dropped) | cos(attn, added) |\n"
+                  << "|---|---|---|---|---|---|---|\n";
+            csv << "variant,mean_cos_output,worst_step_cos_output,mean_rel_l2_output,mean_kl,mean_cos_attention_dropped,mean_cos_attention_added\n";
+            char buf[512];
+            for (const auto& s : summary) {
+              std::snprintf(buf, sizeof(buf), "| %s | %.6f | %.6f | %.3e | %.3e | %.6f | %.6f |\n", s.variant.c_str(), s.mean_cos,
+                            s.worst_step_cos, s.mean_rel, s.mean_kl, s.mean_cos_attention_dropped, s.mean_cos_attention_added);
+              table << buf;
+              std::snprintf(buf, sizeof(buf), "%s,%.9f,%.9f,%.9e,%.9e,%.9f,%.9f\n", s.variant.c_str(), s.mean_cos, s.worst_step_cos,
+                            s.mean_rel, s.mean_kl, s.mean_cos_attention_dropped, s.mean_cos_attention_added);
+              csv << buf;
+            }
+            std::printf("One merge per (layer, KV head) at step %lld, followed for %lld steps over %zu document(s):\n\n%s",
+                        static_cast<long long>(at), static_cast<long long>(steps), docs.size(), table.str().c_str());
+            std::printf("\ntime: %.1f s in all, %.1f s of it the full-cache decode (ratio %.2f)\n", total_seconds, full_seconds,
+                        full_seconds > 0 ? total_seconds / full_seconds : 0.0);
+            write_text_file(csv_path, csv.str());
+            std::fprintf(stderr, "wrote %s and %s\n", out.c_str(), csv_path.c_str());
+            return 0;
+          }};
+}
+
+}  // namespace kvscope::tools
