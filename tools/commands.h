@@ -24,5 +24,6 @@ Command register_ppl(CLI::App& app);
 Command register_spectrum(CLI::App& app);
 Command register_l2corr(CLI::App& app);
 Command register_perturb(CLI::App& app);
+Command register_train(CLI::App& app);
 
 }  // namespace kvscope::tools
