@@ -36,6 +36,7 @@ Command register_train(CLI::App& app) {
   cmd->add_option("--clip", o.clip, "gradient-norm clipping")->capture_default_str();
   cmd->add_option("--eval-every", o.eval_every, "steps between held-out evaluations")->capture_default_str();
   cmd->add_option("--eval-tokens", o.eval_tokens, "tokens per held-out file per evaluation")->capture_default_str();
+  cmd->add_option("--log-every", o.log_every, "steps between progress lines (0 = every 10 s)");
   cmd->add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints")->capture_default_str();
   cmd->add_option("--time-limit", o.time_limit_minutes, "stop after this many minutes, saving everything (0 = none)");
   cmd->add_option("--seed", o.seed, "initialisation and data-order seed")->capture_default_str();

@@ -304,7 +304,8 @@ TrainReport train_model(const TrainOptions& o, const std::function<void(const st
     const double tps = (tokens_seen - start_tokens) / std::max(elapsed, 1e-9);
     const bool out_of_time = o.time_limit_minutes > 0 &&
                              std::chrono::duration<double>(Clock::now() - start).count() > o.time_limit_minutes * 60.0;
-    if (std::chrono::duration<double>(Clock::now() - last_log).count() > 10.0 || step == 1) {
+    const bool due = o.log_every > 0 ? step % o.log_every == 0 : std::chrono::duration<double>(Clock::now() - last_log).count() > 10.0;
+    if (due || step == 1) {
       char buf[256];
       std::snprintf(buf, sizeof(buf), "step %lld/%lld loss %.4f (smoothed %.4f) lr %.2e %.0f tok/s ETA %.0f min",
                     static_cast<long long>(step), static_cast<long long>(o.steps), l, smoothed, lr_at(step - 1), tps,

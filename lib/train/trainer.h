@@ -21,6 +21,7 @@ struct TrainOptions {
   int64_t seq_len = 512, batch = 16, steps = 2000, warmup = 100;
   double lr = 2e-3, min_lr_ratio = 0.1, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
   int64_t eval_every = 100, eval_tokens = 32768, checkpoint_every = 100;
+  int64_t log_every = 0;  // steps between progress lines; 0 = every 10 seconds
   double time_limit_minutes = 0;  // stop (and save) after this long; 0 = no limit
   uint64_t seed = 1234;
   std::string stored_dtype = "bfloat16";  // of the final model.safetensors
