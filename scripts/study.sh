@@ -1,34 +1,75 @@
 #!/usr/bin/env bash
-# The main job: installs what is missing, builds, and runs the study pipeline that exists
-# today on the pretrained stories260K model (../shared) or, on a machine without it, a
-# random micro-model (pipeline demonstration only): dump -> spectrum -> l2corr -> ppl sweep.
+# The main job. Installs what is missing, builds, and runs the whole study on the embedded
+# model (data/models/tinybooks): dump -> spectrum -> l2corr -> perplexity sweep (every
+# policy, three budgets) -> perturbation -> figures, then prints a summary.
+#
+#   bash scripts/study.sh            full study (~10 min on 2 cores); figures go to figures/
+#   bash scripts/study.sh --quick    small version (~2 min); figures go to the results directory
+#
+# Options: --model DIR (another Hugging Face model), --results-root DIR (default results/),
+# --no-setup (skip install/build). The held-out text is the Epistles of the King James Bible
+# (Romans to Jude), printed by the `bible` command of Debian's bible-kjv package, which
+# setup installs; the embedded model never saw it in training.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${KVSCOPE_BUILD_DIR:-$ROOT/build}"
-bash "$ROOT/scripts/setup.sh"
+MODEL="$ROOT/data/models/tinybooks"
+RESULTS_ROOT="$ROOT/results"
+QUICK=0
+SETUP=1
+while (($#)); do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --model) MODEL="$2"; shift ;;
+    --results-root) RESULTS_ROOT="$2"; shift ;;
+    --no-setup) SETUP=0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "study.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+((SETUP)) && bash "$ROOT/scripts/setup.sh"
 KV="$BUILD_DIR/tools/kvscope"
-SHARED="$ROOT/../shared"
-MODEL="${KVSCOPE_MODEL:-$SHARED/models/stories260K-hf}"
-TEXT="${KVSCOPE_TEXT:-$SHARED/text/austen/persuasion.txt}"
-RESULTS="$ROOT/results/study-$(basename "$MODEL")-$(date -u +%Y%m%dT%H%M%SZ)"
-mkdir -p "$RESULTS"
-INPUT=(--text "$TEXT")
-if [[ ! -f "$MODEL/config.json" || ! -f "$TEXT" ]]; then
-  echo "== no pretrained model or text found; using a random micro-model (a pipeline demonstration, not a result)"
-  MODEL="$RESULTS/random-model"
-  "$KV" random-model "$MODEL" --spec layers=4,hidden=128,mlp=344,heads=8,kv_heads=2,vocab=512,context=1024
-  python3 -c "import random; random.seed(0); print(' '.join(str(random.randrange(512)) for _ in range(600)))" > "$RESULTS/ids.txt"
-  INPUT=(--ids "$RESULTS/ids.txt")
+[[ -f "$MODEL/config.json" ]] || { echo "study.sh: no model at $MODEL" >&2; exit 1; }
+command -v bible >/dev/null || { echo "study.sh: the 'bible' command (Debian package bible-kjv) is missing; run scripts/setup.sh" >&2; exit 1; }
+
+if ((QUICK)); then
+  MODE=quick; TOKENS=1024; BUDGETS=64,128,256; DUMP_TOKENS=512; AT=64; STEPS=128
+else
+  MODE=full; TOKENS=4096; BUDGETS=128,256,512; DUMP_TOKENS=1024; AT=100; STEPS=800
 fi
-echo "== results in $RESULTS"
+NAME="study-$(basename "$MODEL")-$MODE-t$TOKENS-b${BUDGETS//,/_}"
+RESULTS="$RESULTS_ROOT/$NAME"
+n=2
+while [[ -e "$RESULTS" ]]; do RESULTS="$RESULTS_ROOT/$NAME-run$n"; n=$((n + 1)); done  # never overwrite a previous run
+mkdir -p "$RESULTS"
+FIGURES="$ROOT/figures"
+((QUICK)) && FIGURES="$RESULTS/figures"
+TEXT="$RESULTS/kjv_epistles.txt"
+bible Rom1:1-Jude1:25 > "$TEXT"
+start=$(date +%s)
+echo "== kvscope study ($MODE): $MODEL on the KJV Epistles; results in $RESULTS"
 "$KV" info "$MODEL"
-echo; echo "== dump (keys, values, attention summaries; full attention for layer 1)"
-"$KV" dump "$MODEL" "${INPUT[@]}" --max-tokens 512 --attention full --attention-layers 1 -o "$RESULTS/dump.h5"
-echo; echo "== spectrum: keys are low-rank, values are not"
+echo; echo "== 1/6 dump: keys (before/after RoPE), values, attention summaries; full attention for layer 1"
+"$KV" dump "$MODEL" --text "$TEXT" --max-tokens "$DUMP_TOKENS" --attention full --attention-layers 1 -o "$RESULTS/dump.h5"
+echo; echo "== 2/6 spectrum: are keys low-rank and values not?"
 "$KV" spectrum "$RESULTS/dump.h5" -o "$RESULTS/spectrum.h5"
-echo; echo "== l2corr: low key norm, high attention"
+echo; echo "== 3/6 l2corr: does a low key norm mean high attention?"
 "$KV" l2corr "$RESULTS/dump.h5" -o "$RESULTS/l2corr.h5"
-echo; echo "== ppl: every policy at three budgets"
-"$KV" ppl "$MODEL" "${INPUT[@]}" --max-tokens 512 --budget 64,128,256 -o "$RESULTS/ppl.h5"
-echo; echo "== bench"
-"$KV" bench "$MODEL" --prefill 256 --context 256 --decode 64
+echo; echo "== 4/6 ppl: every policy at budgets $BUDGETS over $TOKENS tokens"
+"$KV" ppl "$MODEL" --text "$TEXT" --max-tokens "$TOKENS" --budget "$BUDGETS" \
+  --weighting avg-attention,uniform,current-softmax -o "$RESULTS/ppl.h5" > "$RESULTS/ppl_table.txt"
+echo; echo "== 5/6 perturb: one merge at step $AT, followed for $STEPS steps"
+"$KV" perturb "$MODEL" --text "$TEXT" --at "$AT" --steps "$STEPS" \
+  --weighting avg-attention,acc-attention,uniform,current-softmax,key-norm,evict -o "$RESULTS/perturb.h5" > "$RESULTS/perturb_table.txt"
+echo; echo "== 6/6 figures -> $FIGURES"
+bash "$ROOT/notebooks_export/make_figures.sh" "$RESULTS" "$FIGURES" > "$RESULTS/figures.log"
+echo
+echo "================================ summary ================================"
+cat "$RESULTS/ppl_table.txt"
+echo
+cat "$RESULTS/perturb_table.txt"
+echo
+echo "results: $RESULTS"
+echo "figures: $FIGURES"
+echo "study finished in $(( $(date +%s) - start )) s"

@@ -1,11 +1,14 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
+#include <mutex>
 #include <cstdio>
 #include <filesystem>
 #include <sstream>
 #include <thread>
 
+#include "analysis/svd.h"
 #include "commands.h"
 #include "common.h"
 #include "core/error.h"
@@ -28,15 +31,47 @@ Command register_bench(CLI::App& app) {
   static RuntimeOptions rt;
   static int64_t prefill = 512, context = 2048, decode = 64;
   static int repeat = 3;
+  static std::string svd;
   cmd->add_option("MODEL_DIR", model_dir, "Hugging Face model directory (or use --random)");
   cmd->add_option("--random", random_spec,
                   std::string("benchmark a random-weight model: ") + kRandomSpecHelp);
   cmd->add_option("--prefill", prefill, "tokens in the timed prefill")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--context", context, "cache length before the timed decode steps")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--decode", decode, "timed decode steps")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--svd", svd,
+                  "instead: time singular values of COUNT matrices ROWS x COLS (ROWS,COLS,COUNT), the spectrum code path; "
+                  "entry k = i*COLS + j of matrix b is frac(43758.5453 * sin(12.9898 * k + 78.233 * b)), a full-rank pseudo-random "
+                  "matrix other tools can rebuild exactly");
   cmd->add_option("--repeat", repeat, "repetitions; the best is reported")->capture_default_str()->check(CLI::PositiveNumber);
   add_runtime_options(cmd, rt);
   return {cmd, [] {
+            if (!svd.empty()) {
+              int64_t rows = 0, cols = 0, count = 0;
+              if (std::sscanf(svd.c_str(), "%lld,%lld,%lld", reinterpret_cast<long long*>(&rows), reinterpret_cast<long long*>(&cols),
+                              reinterpret_cast<long long*>(&count)) != 3 || rows <= 0 || cols <= 0 || count <= 0) {
+                fail("--svd '", svd, "': expected ROWS,COLS,COUNT, e.g. 4096,128,3072");
+              }
+              double checksum = 0;
+              std::vector<double> first(std::min(rows, cols));
+              const auto t0 = std::chrono::steady_clock::now();
+              std::mutex m;
+              parallel_for(count, [&](int64_t b) {
+                std::vector<double> a(rows * cols);
+                for (int64_t k = 0; k < rows * cols; ++k) {
+                  const double x = 43758.5453 * std::sin(12.9898 * static_cast<double>(k) + 78.233 * static_cast<double>(b));
+                  a[k] = x - std::floor(x);
+                }
+                const auto s = singular_values(a, rows, cols);
+                std::lock_guard<std::mutex> lock(m);
+                checksum += s[0];
+                if (b == 0) first = s;
+              });
+              const double secs = seconds_since(t0);
+              std::printf("svd        %lld matrices %lldx%lld (float64, gesdd, values only): %.2f s, %.2f ms/matrix; sum of sigma_1 %.9g; "
+                          "matrix 0 sigma_1 %.9g\n", static_cast<long long>(count), static_cast<long long>(rows), static_cast<long long>(cols),
+                          secs, 1e3 * secs / count, checksum, first[0]);
+              return 0;
+            }
             std::string dir = model_dir;
             std::filesystem::path tmp;
             if (dir.empty()) {
