@@ -194,7 +194,7 @@ TEST_F(DumpTest, ReaderRefusesForeignIncompleteAndTruncatedFiles) {
     H5Awrite(a, H5T_NATIVE_INT64, &v);
     H5Aclose(a);
   });
-  expect_refusal(incomplete, "incomplete dump");
+  expect_refusal(incomplete, "incomplete file");
 
   const std::string truncated = (dir_ / "truncated.h5").string();
   {

@@ -51,15 +51,11 @@ Command register_dump(CLI::App& app) {
             o.queries = queries;
             o.float16 = dtype == "float16";
             o.chunk = chunk;
+            std::vector<TokenInput> read;
+            read_documents(model_dir, c, texts, ids, max_tokens, nullptr, &read);
             std::vector<DumpInput> inputs;
+            for (TokenInput& in : read) inputs.push_back(DumpInput{std::move(in.ids), std::move(in.pieces), std::move(in.byte_spans), in.source});
             std::string tokenizer = "none (pre-tokenised ids)";
-            for (const auto& f : texts.empty() ? ids : texts) {
-              InputOptions io;
-              (texts.empty() ? io.ids_file : io.text_file) = f;
-              io.max_tokens = max_tokens;
-              TokenInput in = read_input(model_dir, c, io);
-              inputs.push_back(DumpInput{std::move(in.ids), std::move(in.pieces), std::move(in.byte_spans), in.source});
-            }
             if (!texts.empty()) tokenizer = Tokenizer::load(model_dir, c)->description();
             int64_t total = 0;
             for (const auto& in : inputs) total += static_cast<int64_t>(in.ids.size());

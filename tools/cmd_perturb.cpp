@@ -78,7 +78,6 @@ Command register_perturb(CLI::App& app) {
   cmd->add_flag("--force", force, "overwrite existing outputs");
   add_runtime_options(cmd, rt);
   return {cmd, [] {
-            if (texts.empty() && ids.empty()) fail("no input: pass --text FILE... or --ids FILE...");
             AtomicOutput output(out, force);
             const std::string csv_path = sidecar_path(out, ".csv", force);
             const LlamaModel model = load_model(model_dir, rt);
@@ -99,15 +98,8 @@ Command register_perturb(CLI::App& app) {
             o.sinks = sinks;
             o.receiver = parse_merge_receiver(receiver);
             o.positions = positions == "original" ? PositionMode::Original : PositionMode::InCache;
-            std::vector<std::vector<int64_t>> docs;
             std::vector<std::string> sources;
-            for (const auto& f : texts.empty() ? ids : texts) {
-              InputOptions io;
-              (texts.empty() ? io.ids_file : io.text_file) = f;
-              io.max_tokens = at + steps;
-              docs.push_back(read_input(model_dir, c, io).ids);
-              sources.push_back(f);
-            }
+            const auto docs = read_documents(model_dir, c, texts, ids, at + steps, &sources);
             Progress progress("perturb", static_cast<int64_t>(docs.size()) * steps, "step");
             std::vector<PerturbDocumentResult> results;
             double full_seconds = 0, total_seconds = 0;

@@ -70,7 +70,6 @@ Command register_ppl(CLI::App& app) {
   cmd->add_flag("--force", force, "overwrite existing outputs");
   add_runtime_options(cmd, rt);
   return {cmd, [] {
-            if (texts.empty() && ids.empty()) fail("no input: pass --text FILE... or --ids FILE...");
             const Protocol proto = parse_protocol(protocol);
             if (proto != Protocol::Stream && window <= 0) fail("--protocol ", protocol, " needs --window");
             AtomicOutput output(out, force);
@@ -78,15 +77,8 @@ Command register_ppl(CLI::App& app) {
             const LlamaModel model = load_model(model_dir, rt);
             const ModelConfig& c = model.config();
 
-            std::vector<std::vector<int64_t>> docs;
             std::vector<std::string> sources;
-            for (const auto& f : texts.empty() ? ids : texts) {
-              InputOptions io;
-              (texts.empty() ? io.ids_file : io.text_file) = f;
-              io.max_tokens = max_tokens;
-              docs.push_back(read_input(model_dir, c, io).ids);
-              sources.push_back(f);
-            }
+            const auto docs = read_documents(model_dir, c, texts, ids, max_tokens, &sources);
             const int64_t stride_used = stride > 0 ? stride : std::max<int64_t>(1, window / 2);
             std::vector<std::vector<Window>> windows;
             for (const auto& d : docs) windows.push_back(make_windows(proto, static_cast<int64_t>(d.size()), window, stride_used));

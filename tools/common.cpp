@@ -96,6 +96,23 @@ RandomModelSpec parse_random_model_spec(const std::string& text) {
   return s;
 }
 
+std::vector<std::vector<int64_t>> read_documents(const std::string& model_dir, const ModelConfig& config,
+                                                 const std::vector<std::string>& texts, const std::vector<std::string>& ids,
+                                                 int64_t max_tokens, std::vector<std::string>* sources, std::vector<TokenInput>* full) {
+  if (texts.empty() && ids.empty()) fail("no input: pass --text FILE... or --ids FILE...");
+  std::vector<std::vector<int64_t>> docs;
+  for (const auto& f : texts.empty() ? ids : texts) {
+    InputOptions io;
+    (texts.empty() ? io.ids_file : io.text_file) = f;
+    io.max_tokens = max_tokens;
+    TokenInput in = read_input(model_dir, config, io);
+    docs.push_back(in.ids);
+    if (sources) sources->push_back(f);
+    if (full) full->push_back(std::move(in));
+  }
+  return docs;
+}
+
 std::string sidecar_path(const std::string& out, const std::string& extension, bool force) {
   std::filesystem::path p(out);
   p.replace_extension(extension);

@@ -40,6 +40,13 @@ struct TokenInput {
 // --max-tokens. Errors on empty input and on ids outside the vocabulary.
 TokenInput read_input(const std::string& model_dir, const ModelConfig& config, const InputOptions& o);
 
+// Several documents from --text FILE... or --ids FILE... (exactly one kind), each truncated
+// to max_tokens (0 = all). `sources` receives the file names.
+std::vector<std::vector<int64_t>> read_documents(const std::string& model_dir, const ModelConfig& config,
+                                                 const std::vector<std::string>& texts, const std::vector<std::string>& ids,
+                                                 int64_t max_tokens, std::vector<std::string>* sources = nullptr,
+                                                 std::vector<TokenInput>* full = nullptr);
+
 // "layers=8,hidden=512,..." over a 30M-parameter default (8 layers, hidden 512, mlp 1376,
 // 8 heads / 2 KV heads, vocab 32000, context 4096).
 RandomModelSpec parse_random_model_spec(const std::string& text);

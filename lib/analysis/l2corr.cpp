@@ -44,9 +44,7 @@ std::vector<L2CorrSummaryRow> run_l2corr(const DumpReader& dump, const L2CorrOpt
   {
     const h5::Group root = file.root();
     write_provenance(root, kL2CorrSchemaName, kL2CorrSchemaVersion, command_line);
-    root.set_attr("dump", dump.path());
-    root.set_attr("model_path", dump.attribute("model_path"));
-    root.set_attr("model_config", dump.attribute("model_config"));
+    write_source_dump(root, dump.path(), dump.attribute("model_path"), dump.attribute("model_config"), dump.attribute("created"));
     root.set_attr("layers", dump.attribute("layers"));
     root.set_attr("include_self", int64_t{o.include_self});
     root.set_attr("seed", static_cast<int64_t>(o.seed));

@@ -101,10 +101,7 @@ std::vector<SpectrumSummaryRow> run_spectrum(const DumpReader& dump, const Spect
   {
     const h5::Group root = file.root();
     write_provenance(root, kSpectrumSchemaName, kSpectrumSchemaVersion, command_line);
-    root.set_attr("dump", dump.path());
-    root.set_attr("model_path", dump.attribute("model_path"));
-    root.set_attr("model_config", dump.attribute("model_config"));
-    root.set_attr("dump_created", dump.attribute("created"));
+    write_source_dump(root, dump.path(), dump.attribute("model_path"), dump.attribute("model_config"), dump.attribute("created"));
     std::string kinds;
     for (const auto& k : o.kinds) kinds += (kinds.empty() ? "" : ",") + k;
     root.set_attr("kinds", kinds);

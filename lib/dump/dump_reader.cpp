@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "dump/schema.h"
 #include "io/h5.h"
+#include "io/provenance.h"
 
 namespace kvscope {
 
@@ -34,17 +35,7 @@ DumpReader DumpReader::open(const std::string& path) {
   r.path_ = path;
   r.impl_ = std::make_unique<Impl>(Impl{h5::File::open_read(path)});
   const h5::Group root = r.impl_->file.root();
-  if (!root.has_attr("schema") || root.attr_string("schema") != kDumpSchemaName) {
-    fail(path, ": not a kvscope dump (root attribute schema != '", kDumpSchemaName, "')");
-  }
-  const int64_t version = root.attr_int("schema_version");
-  if (version != kDumpSchemaVersion) {
-    fail(path, ": dump schema version ", version, " is not supported by this kvscope (expects version ", kDumpSchemaVersion,
-         "); re-run kvscope dump with this version");
-  }
-  if (!root.has_attr("complete") || root.attr_int("complete") != 1) {
-    fail(path, ": incomplete dump (the run that wrote it did not finish); re-run kvscope dump");
-  }
+  check_schema(root, path, kDumpSchemaName, kDumpSchemaVersion, "re-run kvscope dump");
   r.num_layers_ = root.attr_int("num_layers");
   r.num_heads_ = root.attr_int("num_heads");
   r.num_kv_heads_ = root.attr_int("num_kv_heads");

@@ -3,14 +3,12 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <chrono>
-#include <ctime>
 #include <map>
 
 #include "core/error.h"
-#include "core/version.h"
 #include "dump/schema.h"
 #include "io/h5.h"
+#include "io/provenance.h"
 #include "model/device.h"
 #include "model/kv_cache.h"
 #include "model/llama.h"
@@ -23,13 +21,6 @@ std::string join(const std::vector<int>& v) {
   std::string s;
   for (int x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
   return s;
-}
-
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
 }
 
 template <typename T>
@@ -115,17 +106,10 @@ DumpWriter::DumpWriter(const std::string& path, const LlamaModel& model, DumpOpt
     o.full_attention_layers.clear();
   }
   const h5::Group root = impl_->file.root();
-  root.set_attr("schema", std::string(kDumpSchemaName));
-  root.set_attr("schema_version", kDumpSchemaVersion);
-  root.set_attr("complete", int64_t{0});
-  root.set_attr("kvscope_version", std::string(version()));
-  root.set_attr("git_commit", std::string(git_commit()));
-  root.set_attr("library_versions", library_versions());
+  write_provenance(root, kDumpSchemaName, kDumpSchemaVersion, prov.command_line);
   root.set_attr("model_path", prov.model_path);
   root.set_attr("model_config", c.raw_json);
   root.set_attr("tokenizer", prov.tokenizer);
-  root.set_attr("command_line", prov.command_line);
-  root.set_attr("created", utc_now());
   root.set_attr("stored_dtype", std::string(o.float16 ? "float16" : "float32"));
   root.set_attr("compute_dtype", dtype_name(model.dtype()));
   root.set_attr("attention_mode", std::string(o.attention == AttentionDump::None ? "none" : o.attention == AttentionDump::Summary ? "summary" : "full"));
@@ -212,7 +196,7 @@ void DumpWriter::add_document(const DumpInput& in, const std::function<void(int6
 void DumpWriter::finish() {
   const h5::Group root = impl_->file.root();
   root.set_attr("num_documents", impl_->documents);
-  root.set_attr("complete", int64_t{1});
+  mark_complete(root);
   impl_->file.flush();
   impl_->file.close();
 }

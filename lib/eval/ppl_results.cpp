@@ -1,14 +1,13 @@
 #include "eval/ppl_results.h"
 
 #include <cmath>
-#include <ctime>
 #include <map>
 #include <numeric>
 #include <sstream>
 
 #include "core/error.h"
-#include "core/version.h"
 #include "io/h5.h"
+#include "io/provenance.h"
 
 namespace kvscope {
 
@@ -84,19 +83,9 @@ void write_ppl_results(const std::string& path, const std::vector<PplRun>& runs,
   h5::File file = h5::File::create(path);
   {
     const h5::Group root = file.root();
-    root.set_attr("schema", std::string(kPplSchemaName));
-    root.set_attr("schema_version", kPplSchemaVersion);
-    root.set_attr("complete", int64_t{0});
-    root.set_attr("kvscope_version", std::string(version()));
-    root.set_attr("git_commit", std::string(git_commit()));
-    root.set_attr("library_versions", library_versions());
+    write_provenance(root, kPplSchemaName, kPplSchemaVersion, p.command_line);
     root.set_attr("model_path", p.model_path);
     root.set_attr("model_config", model_config_json);
-    root.set_attr("command_line", p.command_line);
-    const std::time_t t = std::time(nullptr);
-    char buf[32];
-    std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-    root.set_attr("created", std::string(buf));
     root.set_attr("protocol", p.protocol);
     root.set_attr("positions", p.positions);
     root.set_attr("aggregation", p.aggregation);
@@ -138,7 +127,7 @@ void write_ppl_results(const std::string& path, const std::vector<PplRun>& runs,
         pg.create_dataset("cosine", {m}, h5::Stored::Float64, "event").write_block({0}, {m}, r.perturbation_cosine.data());
       }
     }
-    root.set_attr("complete", int64_t{1});
+    mark_complete(root);
   }
   file.flush();
   file.close();
@@ -147,10 +136,7 @@ void write_ppl_results(const std::string& path, const std::vector<PplRun>& runs,
 std::vector<PplRun> read_ppl_results(const std::string& path) {
   h5::File file = h5::File::open_read(path);
   const h5::Group root = file.root();
-  if (!root.has_attr("schema") || root.attr_string("schema") != kPplSchemaName) fail(path, ": not a kvscope ppl results file");
-  const int64_t v = root.attr_int("schema_version");
-  if (v != kPplSchemaVersion) fail(path, ": ppl results schema version ", v, " is not supported (expects ", kPplSchemaVersion, ")");
-  if (root.attr_int("complete") != 1) fail(path, ": incomplete results file");
+  check_schema(root, path, kPplSchemaName, kPplSchemaVersion, "re-run kvscope ppl");
   std::vector<PplRun> runs;
   const int64_t n = root.attr_int("num_runs");
   const h5::Group group = root.open_group("runs");

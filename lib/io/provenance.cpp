@@ -21,6 +21,14 @@ void write_provenance(const h5::Group& root, const std::string& schema, int64_t 
   root.set_attr("command_line", command_line);
 }
 
+void write_source_dump(const h5::Group& root, const std::string& dump_path, const std::string& model_path,
+                       const std::string& model_config, const std::string& dump_created) {
+  root.set_attr("dump", dump_path);
+  root.set_attr("model_path", model_path);
+  root.set_attr("model_config", model_config);
+  root.set_attr("dump_created", dump_created);
+}
+
 void mark_complete(const h5::Group& root) { root.set_attr("complete", int64_t{1}); }
 
 void check_schema(const h5::Group& root, const std::string& path, const std::string& schema, int64_t version,
