@@ -1,6 +1,10 @@
 // Cache policies: the paper's toy example, an independent slow replay of every policy's rule
 // checked at every step of a real micro-model run, and the exactness properties of kvscope ppl.
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -420,6 +424,78 @@ TEST(PplStories, EveryPolicyFiniteOnABook) {
                          "assert f.attrs['schema']=='kvscope.ppl' and f.attrs['complete']==1; "
                          "assert f['runs/0/nll'].shape==(299,) and f['runs/8'].attrs['policy']=='weightedkv-evict'\" " + out.string();
   EXPECT_EQ(std::system(py.c_str()), 0);
+}
+
+}  // namespace
+}  // namespace kvscope
+
+namespace kvscope {
+namespace {
+
+// A sweep interrupted after some runs finished, rerun with --resume, skips those runs and
+// ends with the same results as an uninterrupted sweep.
+TEST(PplResume, ContinuesFromFinishedRuns) {
+  testing::TempDir dir("resume");
+  RandomModelSpec spec;
+  write_random_model((dir / "m").string(), spec);
+  {
+    std::ofstream f(dir / "ids.txt");
+    for (int i = 0; i < 400; ++i) f << (i * 13 % 256) << ' ';
+  }
+  const std::vector<std::string> base{"ppl", (dir / "m").string(), "--ids", (dir / "ids.txt").string(), "--policy",
+                                      "full,streaming,h2o,tova,weightedkv,weightedkv-evict", "--budget", "32,64"};
+  auto with_out = [&](const std::string& out, std::vector<std::string> extra = {}) {
+    auto a = base;
+    a.push_back("-o");
+    a.push_back(out);
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  auto reference = testing::run_kvscope(with_out((dir / "ref.h5").string()));
+  ASSERT_EQ(reference.code, 0) << reference.err;
+
+  const std::string out = (dir / "r.h5").string();
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int devnull = ::open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    std::vector<std::string> args = with_out(out);
+    std::vector<char*> argv{const_cast<char*>(KVSCOPE_BINARY)};
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(KVSCOPE_BINARY, argv.data());
+    _exit(127);
+  }
+  for (int i = 0; i < 20000 && !std::filesystem::exists(out + ".resume.h5"); ++i) usleep(500);
+  kill(pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 128 + SIGINT) << "the sweep finished before it could be interrupted";
+  EXPECT_FALSE(std::filesystem::exists(out));
+
+  auto again = testing::run_kvscope(with_out(out));
+  EXPECT_EQ(again.code, 1);
+  EXPECT_NE(again.err.find("--resume"), std::string::npos) << again.err;
+
+  auto resumed = testing::run_kvscope(with_out(out, {"--resume"}));
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_NE(resumed.err.find("resuming: "), std::string::npos) << resumed.err;
+  EXPECT_EQ(resumed.err.find("resuming: 0 of"), std::string::npos) << resumed.err;
+  EXPECT_FALSE(std::filesystem::exists(out + ".resume.h5"));
+  const auto a = read_ppl_results((dir / "ref.h5").string()), b = read_ppl_results(out);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].policy, b[i].policy);
+    EXPECT_EQ(a[i].budget_label, b[i].budget_label);
+    EXPECT_EQ(a[i].nll, b[i].nll) << a[i].policy;
+  }
+  // Resuming with other settings is refused, naming the difference.
+  std::filesystem::copy_file(out, (dir / "x.h5.resume.h5").string());
+  auto mismatch = testing::run_kvscope(with_out((dir / "x.h5").string(), {"--resume", "--sinks", "2"}));
+  EXPECT_EQ(mismatch.code, 1);
+  EXPECT_NE(mismatch.err.find("sinks 4, this sweep has 2"), std::string::npos) << mismatch.err;
 }
 
 }  // namespace

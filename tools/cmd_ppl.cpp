@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -36,7 +37,7 @@ Command register_ppl(CLI::App& app) {
   static std::vector<std::string> texts, ids;
   static int64_t max_tokens = 0, sinks = 4, recent = -1, window = 0, stride = 0, cam_merge = 16, prefill_chunk = 256;
   static uint64_t seed = 0;
-  static bool no_prefill = false, force = false, in_middle = false, log_perturbation = false;
+  static bool no_prefill = false, force = false, in_middle = false, log_perturbation = false, resume = false;
   static RuntimeOptions rt;
   cmd->add_option("MODEL_DIR", model_dir, "Hugging Face model directory")->required();
   auto* t = cmd->add_option("--text", texts, "text file(s), one document each");
@@ -67,6 +68,7 @@ Command register_ppl(CLI::App& app) {
   cmd->add_option("--prefill-chunk", prefill_chunk, "tokens per prefill call")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_flag("--log-perturbation", log_perturbation,
                 "record, for every eviction or merge, the exact change of each affected head's attention output at that step");
+  cmd->add_flag("--resume", resume, "continue an interrupted sweep from OUT.resume.h5, skipping the runs it finished");
   cmd->add_flag("--force", force, "overwrite existing outputs");
   add_runtime_options(cmd, rt);
   return {cmd, [] {
@@ -135,11 +137,36 @@ Command register_ppl(CLI::App& app) {
 
             std::fprintf(stderr, "ppl: %zu configurations x %zu documents, %lld tokens to score, protocol %s, positions %s\n",
                          configs.size(), docs.size(), static_cast<long long>(total), protocol.c_str(), positions.c_str());
+            PplProvenance prov{model_dir, command_line(), protocol, positions, aggregation, window, stride_used, sinks, recent, seed, sources};
+            // Finished runs are saved after each one, so an interrupted sweep can resume.
+            const std::string resume_path = out + ".resume.h5";
+            std::vector<PplRun> finished;
+            std::error_code ec;
+            if (resume && std::filesystem::exists(resume_path, ec)) {
+              check_resumable(resume_path, prov);
+              finished = read_ppl_results(resume_path);
+              std::fprintf(stderr, "ppl: resuming: %zu of %zu runs already done\n", finished.size(), configs.size() * docs.size());
+            } else if (resume) {
+              std::fprintf(stderr, "ppl: --resume: no %s, starting from the beginning\n", resume_path.c_str());
+            } else if (std::filesystem::exists(resume_path, ec) && !force) {
+              fail(resume_path, ": an interrupted sweep left this; pass --resume to continue it or --force to start over");
+            }
             Progress progress("ppl", total);
             int64_t done = 0;
             std::vector<PplRun> runs;
             for (const RunConfig& rc : configs) {
               for (size_t d = 0; d < docs.size(); ++d) {
+                const std::string budget_label = rc.policy == "full" ? "full" : rc.budget.label();
+                const std::string weighting = rc.policy == "weightedkv" ? rc.options.weighting : "";
+                const auto previous = std::find_if(finished.begin(), finished.end(), [&](const PplRun& r) {
+                  return r.policy == rc.policy && r.budget_label == budget_label && r.weighting == weighting &&
+                         r.document == static_cast<int64_t>(d) && r.source == sources[d];
+                });
+                if (previous != finished.end()) {
+                  done += static_cast<int64_t>(previous->nll.size());
+                  runs.push_back(*previous);
+                  continue;
+                }
                 const std::string label = rc.policy + (rc.policy == "full" ? "" : " @" + rc.budget.label());
                 RunOutput r = run_document(model, docs[d], windows[d], rc, [&](int64_t n) {
                   done += n;
@@ -166,6 +193,9 @@ Command register_ppl(CLI::App& app) {
                   run.perturbation_cosine.push_back(e.cosine);
                 }
                 runs.push_back(std::move(run));
+                AtomicOutput checkpoint(resume_path, true);
+                write_ppl_results(checkpoint.temp_path().string(), runs, prov, c.raw_json);
+                checkpoint.commit();
               }
             }
             progress.finish();
@@ -175,9 +205,9 @@ Command register_ppl(CLI::App& app) {
                                                ", positions ", positions, ", sinks ", sinks, ".");
             const std::string md = markdown_table(rows, caption);
             std::printf("%s", md.c_str());
-            PplProvenance prov{model_dir, command_line(), protocol, positions, aggregation, window, stride_used, sinks, recent, seed, sources};
             write_ppl_results(output.temp_path().string(), runs, prov, c.raw_json);
             output.commit();
+            std::filesystem::remove(resume_path, ec);
             write_text_file(csv_path, csv_table(rows));
             write_text_file(md_path, md);
             std::fprintf(stderr, "wrote %s, %s, %s\n", out.c_str(), csv_path.c_str(), md_path.c_str());

@@ -133,6 +133,36 @@ void write_ppl_results(const std::string& path, const std::vector<PplRun>& runs,
   file.close();
 }
 
+void check_resumable(const std::string& path, const PplProvenance& now) {
+  h5::File file = h5::File::open_read(path);
+  const h5::Group root = file.root();
+  check_schema(root, path, kPplSchemaName, kPplSchemaVersion, "delete it and start over");
+  auto same = [&](const char* name, const std::string& value) {
+    if (root.attr_string(name) != value) {
+      fail(path, ": was written with ", name, " '", root.attr_string(name), "', this sweep has '", value,
+           "'; run with the same settings to resume, or --force to start over");
+    }
+  };
+  auto same_int = [&](const char* name, int64_t value) {
+    if (root.attr_int(name) != value) {
+      fail(path, ": was written with ", name, " ", root.attr_int(name), ", this sweep has ", value,
+           "; run with the same settings to resume, or --force to start over");
+    }
+  };
+  std::string sources;
+  for (const auto& s : now.sources) sources += (sources.empty() ? "" : "\n") + s;
+  same("model_path", now.model_path);
+  same("protocol", now.protocol);
+  same("positions", now.positions);
+  same("aggregation", now.aggregation);
+  same("sources", sources);
+  same_int("window", now.window);
+  same_int("stride", now.stride);
+  same_int("sinks", now.sinks);
+  same_int("recent", now.recent);
+  same_int("seed", static_cast<int64_t>(now.seed));
+}
+
 std::vector<PplRun> read_ppl_results(const std::string& path) {
   h5::File file = h5::File::open_read(path);
   const h5::Group root = file.root();
@@ -151,7 +181,17 @@ std::vector<PplRun> read_ppl_results(const std::string& path) {
     r.document = g.attr_int("document");
     r.source = g.attr_string("source");
     r.max_cache = g.attr_int("max_cache");
+    r.seconds = g.attr_double("seconds");
+    r.policy_seconds = g.attr_double("policy_seconds");
     g.open_dataset("nll").read_all(r.nll);
+    if (g.has("perturbation")) {
+      const h5::Group pg = g.open_group("perturbation");
+      pg.open_dataset("step").read_all(r.perturbation_step);
+      pg.open_dataset("layer").read_all(r.perturbation_layer);
+      pg.open_dataset("head").read_all(r.perturbation_head);
+      pg.open_dataset("relative_change").read_all(r.perturbation_relative_change);
+      pg.open_dataset("cosine").read_all(r.perturbation_cosine);
+    }
     g.open_dataset("token_index").read_all(r.token_index);
     if (r.nll.size() != r.token_index.size()) fail(path, ": run ", i, " has mismatched nll and token_index");
     runs.push_back(std::move(r));

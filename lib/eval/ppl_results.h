@@ -49,6 +49,9 @@ struct PplProvenance {
 
 void write_ppl_results(const std::string& path, const std::vector<PplRun>& runs, const PplProvenance& provenance,
                        const std::string& model_config_json);
+// Refuses to resume from a file written with another sweep setting (model, protocol,
+// positions, aggregation, window, stride, sinks, recent, seed, inputs), naming the first that differs.
+void check_resumable(const std::string& path, const PplProvenance& now);
 // Reads runs back through the schema check (used by --resume and by tests).
 std::vector<PplRun> read_ppl_results(const std::string& path);
 

@@ -197,6 +197,15 @@ int64_t Group::attr_int(const std::string& name) const {
   return v;
 }
 
+double Group::attr_double(const std::string& name) const {
+  const std::string where = file_ + ":" + path_;
+  if (!has_attr(name)) fail(where, ": missing attribute '", name, "'");
+  Handle a(checked(H5Aopen(h_.id(), name.c_str(), H5P_DEFAULT), where, "open attribute " + name), kAttr);
+  double v = 0;
+  check(H5Aread(a.id(), H5T_NATIVE_DOUBLE, &v), where, "read attribute " + name);
+  return v;
+}
+
 Dataset Group::create_dataset(const std::string& name, const std::vector<int64_t>& shape, Stored type,
                               const std::string& dims) const {
   const std::string p = path_ == "/" ? "/" + name : path_ + "/" + name;

@@ -48,6 +48,7 @@ class Group {
   void set_attr(const std::string& name, const std::vector<int64_t>& value) const;
   std::string attr_string(const std::string& name) const;
   int64_t attr_int(const std::string& name) const;
+  double attr_double(const std::string& name) const;
   bool has_attr(const std::string& name) const;
 
   // Chunked, shuffled and deflated dataset; `dims` is written as a "dims" attribute naming

@@ -1,0 +1,106 @@
+// Google Benchmark for the hot paths: one decode step of the forward pass, one budgeted
+// cache step per policy (the cache's own work, with synthetic attention), and SVD.
+// Run: build/tests/kvscope_bench_hot_paths
+#include <benchmark/benchmark.h>
+
+#include <filesystem>
+#include <random>
+
+#include "analysis/svd.h"
+#include "cache/policy_cache.h"
+#include "core/threads.h"
+#include "model/kv_cache.h"
+#include "model/llama.h"
+#include "model/random_model.h"
+
+namespace kvscope {
+namespace {
+
+const LlamaModel& model_30m() {
+  static const LlamaModel* model = [] {
+    configure_threads(0, 0);
+    RandomModelSpec spec;  // 30 M: 8 layers, hidden 512, 8/2 heads, vocab 32000
+    spec.vocab_size = 32000;
+    spec.hidden_size = 512;
+    spec.intermediate_size = 1376;
+    spec.num_layers = 8;
+    spec.num_heads = 8;
+    spec.num_kv_heads = 2;
+    spec.max_position_embeddings = 4096;
+    const auto dir = std::filesystem::temp_directory_path() / "kvscope-bench-30m";
+    if (!std::filesystem::exists(dir / "model.safetensors")) write_random_model(dir.string(), spec);
+    return new LlamaModel(LlamaModel::load(dir));
+  }();
+  return *model;
+}
+
+void BM_DecodeStep(benchmark::State& state) {
+  const LlamaModel& m = model_30m();
+  const int64_t context = state.range(0);
+  FullKvCache cache = m.new_cache(context + 1024);
+  m.forward(at::arange(context, at::kLong) % 32000, 0, cache, nullptr, Logits::None);
+  int64_t pos = context;
+  for (auto _ : state) {
+    if (pos >= context + 1000) {  // keep the cache length near `context`
+      state.PauseTiming();
+      cache = m.new_cache(context + 1024);
+      m.forward(at::arange(context, at::kLong) % 32000, 0, cache, nullptr, Logits::None);
+      pos = context;
+      state.ResumeTiming();
+    }
+    benchmark::DoNotOptimize(m.forward(at::full({1}, pos % 32000, at::kLong), pos, cache, nullptr, Logits::Last));
+    ++pos;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_DecodeStep)->Arg(256)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The cache alone: append one token and observe one attention row per layer, with the
+// 30 M model's shapes (8 layers, 8 heads, 2 KV heads, head_dim 64) at a full budget.
+void BM_CacheStep(benchmark::State& state, const std::string& policy) {
+  const int64_t budget = state.range(0), L = 8, H = 8, KV = 2, hd = 64;
+  ModelConfig rc;
+  rc.head_dim = hd;
+  rc.max_position_embeddings = 1 << 16;
+  const Rope rope(rc, at::kCPU);
+  PolicyOptions po;
+  po.budget = budget;
+  PolicyCache cache(PolicyCacheConfig{L, H, KV, hd, at::kFloat, at::kCPU, PositionMode::Original, AttentionAggregation::Mean},
+                    std::shared_ptr<CachePolicy>(make_policy(policy, po)), rope, policy == "full" ? 1 << 20 : budget);
+  std::mt19937 rng(1);
+  const at::Tensor k = at::randn({KV, 1, hd}), v = at::randn({KV, 1, hd});
+  int64_t pos = 0;
+  auto step = [&] {
+    const at::Tensor p = at::full({1}, pos++, at::kLong);
+    for (int layer = 0; layer < L; ++layer) {
+      const AttentionInputs in = cache.append(layer, NewEntries{k, k, v, p});
+      at::Tensor probs = at::rand({H, 1, in.keys.size(1)});
+      cache.observe_attention(layer, probs / probs.sum(-1, true));
+    }
+  };
+  for (int64_t i = 0; i < budget; ++i) step();
+  for (auto _ : state) step();
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK_CAPTURE(BM_CacheStep, full, std::string("full"))->Arg(1024)->Unit(benchmark::kMicrosecond)->Iterations(500);
+BENCHMARK_CAPTURE(BM_CacheStep, streaming, std::string("streaming"))->Arg(1024)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_CacheStep, h2o, std::string("h2o"))->Arg(1024)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_CacheStep, weightedkv, std::string("weightedkv"))->Arg(1024)->Unit(benchmark::kMicrosecond);
+
+void BM_SingularValues(benchmark::State& state) {
+  const int64_t rows = state.range(0), cols = state.range(1);
+  std::mt19937_64 rng(3);
+  std::normal_distribution<double> g;
+  std::vector<double> a(rows * cols);
+  for (double& x : a) x = g(rng);
+  for (auto _ : state) {
+    std::vector<double> copy = a;
+    benchmark::DoNotOptimize(singular_values(copy, rows, cols));
+  }
+}
+BENCHMARK(BM_SingularValues)->Args({1024, 128})->Args({4096, 128})->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace kvscope
+
+BENCHMARK_MAIN();
