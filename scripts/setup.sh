@@ -13,6 +13,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-h5py python3-matplotlib python3-numpy
   bible-kjv
+  clang libclang-rt-dev
 )
 
 missing=()

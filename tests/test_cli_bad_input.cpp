@@ -157,3 +157,26 @@ TEST_F(BadInput, EveryCommandHasHelp) {
 
 }  // namespace
 }  // namespace kvscope
+
+namespace kvscope {
+namespace {
+
+// A dump the fuzzer corrupted so that libhdf5 1.10 loops forever reading it: kvscope must
+// still end with one clear line and exit 1, not hang.
+TEST(BadDump, HangInsideLibhdf5EndsWithAClearError) {
+  const std::string file = std::string(KVSCOPE_SOURCE_DIR) + "/tests/fuzz/regressions/libhdf5_global_heap_hang.h5";
+  ::setenv("KVSCOPE_READ_TIMEOUT", "3", 1);
+  for (const char* cmd : {"info", "spectrum", "l2corr"}) {
+    std::vector<std::string> args{cmd, file};
+    if (std::string(cmd) != "info") { args.push_back("-o"); args.push_back("/tmp/kvscope-never-written.h5"); }
+    const auto r = testing::run_kvscope(args);
+    EXPECT_TRUE(r.exited) << cmd;
+    EXPECT_EQ(r.code, 1) << cmd;
+    EXPECT_NE(r.err.find("the file is corrupt"), std::string::npos) << cmd << ": " << r.err;
+  }
+  ::unsetenv("KVSCOPE_READ_TIMEOUT");
+  EXPECT_FALSE(std::filesystem::exists("/tmp/kvscope-never-written.h5"));
+}
+
+}  // namespace
+}  // namespace kvscope

@@ -52,7 +52,7 @@ int print_model_info(const std::string& dir, const RuntimeOptions& rt) {
 }
 
 int print_dump_info(const std::string& path) {
-  const DumpReader r = DumpReader::open(path);
+  const DumpReader r = DumpReader::open(path, read_timeout_seconds());
   std::error_code ec;
   std::printf("dump           %s (%.1f MB, schema %s v%s)\n", path.c_str(), std::filesystem::file_size(path, ec) / 1048576.0,
               r.attribute("schema").c_str(), "1");

@@ -29,7 +29,7 @@ Command register_spectrum(CLI::App& app) {
   return {cmd, [] {
             AtomicOutput output(out, force);
             const std::string csv = sidecar_path(out, ".csv", force);
-            const DumpReader dump = DumpReader::open(dump_path);
+            const DumpReader dump = DumpReader::open(dump_path, read_timeout_seconds());
             SpectrumOptions o;
             o.kinds.clear();
             for (size_t i = 0; i <= kinds.size();) {

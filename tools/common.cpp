@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/threads.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -129,6 +130,15 @@ void write_text_file(const std::string& path, const std::string& text) {
     if (!f.flush()) fail(path, ": write failed (disk full?)");
   }
   out.commit();
+}
+
+unsigned read_timeout_seconds() {
+  const char* env = std::getenv("KVSCOPE_READ_TIMEOUT");
+  if (env && *env) {
+    const long v = std::strtol(env, nullptr, 10);
+    if (v > 0 && v < 100000) return static_cast<unsigned>(v);
+  }
+  return 60;
 }
 
 std::string command_line() { return g_command_line; }

@@ -60,6 +60,10 @@ std::string sidecar_path(const std::string& out, const std::string& extension, b
 // Writes a small text file atomically.
 void write_text_file(const std::string& path, const std::string& text);
 
+// Seconds a dump may take to validate before the command gives up on it (libhdf5 can hang
+// on corrupt files): KVSCOPE_READ_TIMEOUT, default 60.
+unsigned read_timeout_seconds();
+
 // The command line as typed, for provenance records.
 std::string command_line();
 void set_command_line(int argc, char** argv);

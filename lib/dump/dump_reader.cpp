@@ -1,6 +1,11 @@
 #include "dump/dump_reader.h"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
+#include <cstring>
 
 #include "core/error.h"
 #include "dump/schema.h"
@@ -30,7 +35,46 @@ void expect_shape(const h5::Dataset& d, const std::vector<int64_t>& want, const 
 
 }  // namespace
 
-DumpReader DumpReader::open(const std::string& path) {
+namespace {
+
+char g_watched_path[4096];
+
+extern "C" void on_read_timeout(int) {
+  const char head[] = "kvscope: error: ";
+  const char tail[] = ": reading the file hung inside libhdf5 (the file is corrupt)\n";
+  (void)!::write(2, head, sizeof(head) - 1);
+  (void)!::write(2, g_watched_path, std::strlen(g_watched_path));
+  (void)!::write(2, tail, sizeof(tail) - 1);
+  ::_exit(1);
+}
+
+// Arms SIGALRM for the duration of a read; restores the previous handler.
+class Watchdog {
+ public:
+  Watchdog(const std::string& path, unsigned seconds) : seconds_(seconds) {
+    if (!seconds_) return;
+    std::snprintf(g_watched_path, sizeof(g_watched_path), "%s", path.c_str());
+    struct sigaction sa {};
+    sa.sa_handler = on_read_timeout;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGALRM, &sa, &previous_);
+    ::alarm(seconds_);
+  }
+  ~Watchdog() {
+    if (!seconds_) return;
+    ::alarm(0);
+    sigaction(SIGALRM, &previous_, nullptr);
+  }
+
+ private:
+  unsigned seconds_;
+  struct sigaction previous_ {};
+};
+
+}  // namespace
+
+DumpReader DumpReader::open(const std::string& path, unsigned watchdog_seconds) {
+  const Watchdog watchdog(path, watchdog_seconds);
   DumpReader r;
   r.path_ = path;
   r.impl_ = std::make_unique<Impl>(Impl{h5::File::open_read(path)});

@@ -21,7 +21,10 @@ struct DumpDocument {
 
 class DumpReader {
  public:
-  static DumpReader open(const std::string& path);
+  // `watchdog_seconds` > 0 ends the process with a clear error if validation takes longer:
+  // libhdf5 1.10 can loop forever on some corrupted files (found by fuzzing), and a command
+  // line tool must not hang. Library users who prefer their own guard pass 0.
+  static DumpReader open(const std::string& path, unsigned watchdog_seconds = 0);
   DumpReader(DumpReader&&) noexcept;
   ~DumpReader();
 

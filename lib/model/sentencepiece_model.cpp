@@ -77,6 +77,19 @@ size_t valid_utf8_length(const unsigned char* s, size_t n) {
   return len;
 }
 
+// "<0xAB>" -> 0xAB; -1 for anything else (a hostile model may name byte pieces freely).
+int byte_piece_value(const std::string& piece) {
+  if (piece.size() != 6 || piece.compare(0, 3, "<0x") != 0 || piece[5] != '>') return -1;
+  int v = 0;
+  for (int i = 3; i < 5; ++i) {
+    const char c = piece[i];
+    const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (d < 0) return -1;
+    v = v * 16 + d;
+  }
+  return v;
+}
+
 const std::string kReplacement = "\xef\xbf\xbd";  // U+FFFD, what libsentencepiece puts for malformed bytes
 
 }  // namespace
@@ -145,9 +158,8 @@ SentencePieceModel SentencePieceModel::parse(const std::string& data, const std:
       if (e.type == PieceType::UserDefined) m.user_defined_.push_back(e.piece);
     } else {
       m.reserved_.emplace(e.piece, i);
-      if (e.type == PieceType::Byte && e.piece.size() == 6 && e.piece.rfind("<0x", 0) == 0) {
-        m.byte_ids_[std::stoi(e.piece.substr(3, 2), nullptr, 16)] = i;
-      }
+      const int byte = e.type == PieceType::Byte ? byte_piece_value(e.piece) : -1;
+      if (byte >= 0) m.byte_ids_[byte] = i;
     }
   }
   if (m.unk_id_ < 0 || m.unk_id_ >= m.size()) fail(label, ": unk id ", m.unk_id_, " is out of range");
@@ -288,8 +300,9 @@ std::string SentencePieceModel::decode(const std::vector<int64_t>& ids) const {
     if (id64 < 0 || id64 >= size()) continue;
     const SentencePieceEntry& e = pieces_[id64];
     if (e.type == PieceType::Control) continue;
-    if (e.type == PieceType::Byte && e.piece.size() == 6) {
-      out.push_back(static_cast<char>(std::stoi(e.piece.substr(3, 2), nullptr, 16)));
+    const int byte = e.type == PieceType::Byte ? byte_piece_value(e.piece) : -1;
+    if (byte >= 0) {
+      out.push_back(static_cast<char>(byte));
     } else if (e.type == PieceType::Unknown) {
       out += " \xe2\x81\x87 ";
     } else {
