@@ -180,3 +180,28 @@ TEST(BadDump, HangInsideLibhdf5EndsWithAClearError) {
 
 }  // namespace
 }  // namespace kvscope
+
+namespace kvscope {
+namespace {
+
+TEST(BadRuntime, UnsupportedDtypeOrDeviceIsAClearError) {
+  testing::TempDir dir("dtype");
+  RandomModelSpec spec;
+  write_random_model((dir / "m").string(), spec);
+  std::ofstream(dir / "ids.txt") << "1 2 3";
+  const auto r = testing::run_kvscope({"score", (dir / "m").string(), "--ids", (dir / "ids.txt").string(), "--dtype", "float64"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("unknown dtype"), std::string::npos) << r.err;
+  const auto d = testing::run_kvscope({"score", (dir / "m").string(), "--ids", (dir / "ids.txt").string(), "--device", "tpu"});
+  EXPECT_EQ(d.code, 1);
+  EXPECT_NE(d.err.find("unknown device"), std::string::npos) << d.err;
+  // float16 either works (a LibTorch with the kernels) or says which dtypes do.
+  const auto h = testing::run_kvscope({"score", (dir / "m").string(), "--ids", (dir / "ids.txt").string(), "--dtype", "float16"});
+  EXPECT_TRUE(h.exited);
+  if (h.code != 0) EXPECT_NE(h.err.find("use --dtype float32 or bfloat16"), std::string::npos) << h.err;
+  const auto b = testing::run_kvscope({"score", (dir / "m").string(), "--ids", (dir / "ids.txt").string(), "--dtype", "bfloat16"});
+  EXPECT_EQ(b.code, 0) << b.err;
+}
+
+}  // namespace
+}  // namespace kvscope

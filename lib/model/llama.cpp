@@ -1,5 +1,7 @@
 #include "model/llama.h"
 
+#include <torch/version.h>
+
 #include <cmath>
 #include <limits>
 
@@ -23,6 +25,16 @@ at::Tensor project(const at::Tensor& x, const at::Tensor& weight, const at::Tens
 LlamaModel LlamaModel::load(const std::filesystem::path& dir, const LoadOptions& options) {
   const at::Device device = parse_device(options.device);
   const at::ScalarType dtype = parse_compute_dtype(options.dtype);
+  // Not every LibTorch build has every kernel (1.13 has no float16 matrix products on CPU):
+  // ask once, up front, rather than failing mid-run.
+  try {
+    const at::Tensor probe = at::ones({2, 2}, at::TensorOptions().dtype(dtype).device(device));
+    (void)at::mv(probe, probe[0]);
+    (void)at::mm(probe, probe);
+  } catch (const c10::Error&) {
+    fail("--dtype ", options.dtype, " is not supported on ", device.str(), " by this LibTorch (", TORCH_VERSION,
+         "): its matrix products are missing; use --dtype float32 or bfloat16", device.is_cpu() ? ", or --device cuda" : "");
+  }
   ModelConfig config = load_model_config(dir);
   const SafetensorsArchive archive = SafetensorsArchive::open(dir);
   ModelWeights weights = load_weights(archive, config, device, dtype);
