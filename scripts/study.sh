@@ -33,12 +33,15 @@ KV="$BUILD_DIR/tools/kvscope"
 [[ -f "$MODEL/config.json" ]] || { echo "study.sh: no model at $MODEL" >&2; exit 1; }
 command -v bible >/dev/null || { echo "study.sh: the 'bible' command (Debian package bible-kjv) is missing; run scripts/setup.sh" >&2; exit 1; }
 
+# Perplexity uses sliding windows (stride half a window) inside the model's context, so the
+# full-cache baseline never sees positions the model was not trained on; each window runs
+# from an empty cache at the budget for most of its length.
 if ((QUICK)); then
-  MODE=quick; TOKENS=1024; BUDGETS=64,128,256; DUMP_TOKENS=512; AT=64; STEPS=128
+  MODE=quick; TOKENS=1024; WINDOW=512; BUDGETS=64,128,256; DUMP_TOKENS=512; AT=64; STEPS=128
 else
-  MODE=full; TOKENS=4096; BUDGETS=128,256,512; DUMP_TOKENS=1024; AT=100; STEPS=800
+  MODE=full; TOKENS=4096; WINDOW=1024; BUDGETS=64,128,256; DUMP_TOKENS=1024; AT=100; STEPS=800
 fi
-NAME="study-$(basename "$MODEL")-$MODE-t$TOKENS-b${BUDGETS//,/_}"
+NAME="study-$(basename "$MODEL")-$MODE-t$TOKENS-w$WINDOW-b${BUDGETS//,/_}"
 RESULTS="$RESULTS_ROOT/$NAME"
 n=2
 while [[ -e "$RESULTS" ]]; do RESULTS="$RESULTS_ROOT/$NAME-run$n"; n=$((n + 1)); done  # never overwrite a previous run
@@ -56,8 +59,8 @@ echo; echo "== 2/6 spectrum: are keys low-rank and values not?"
 "$KV" spectrum "$RESULTS/dump.h5" -o "$RESULTS/spectrum.h5"
 echo; echo "== 3/6 l2corr: does a low key norm mean high attention?"
 "$KV" l2corr "$RESULTS/dump.h5" -o "$RESULTS/l2corr.h5"
-echo; echo "== 4/6 ppl: every policy at budgets $BUDGETS over $TOKENS tokens"
-"$KV" ppl "$MODEL" --text "$TEXT" --max-tokens "$TOKENS" --budget "$BUDGETS" \
+echo; echo "== 4/6 ppl: every policy at budgets $BUDGETS over $TOKENS tokens (windows of $WINDOW, stride $((WINDOW / 2)))"
+"$KV" ppl "$MODEL" --text "$TEXT" --max-tokens "$TOKENS" --budget "$BUDGETS" --protocol sliding --window "$WINDOW" \
   --weighting avg-attention,uniform,current-softmax -o "$RESULTS/ppl.h5" > "$RESULTS/ppl_table.txt"
 echo; echo "== 5/6 perturb: one merge at step $AT, followed for $STEPS steps"
 "$KV" perturb "$MODEL" --text "$TEXT" --at "$AT" --steps "$STEPS" \
