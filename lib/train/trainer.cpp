@@ -299,7 +299,7 @@ TrainReport train_model(const TrainOptions& o, const std::function<void(const st
     ++step;
     tokens_seen += o.batch * T;
     const double l = loss.item<double>();
-    smoothed = step == 1 ? l : 0.95 * smoothed + 0.05 * l;
+    smoothed = tokens_seen - start_tokens == o.batch * T ? l : 0.95 * smoothed + 0.05 * l;  // first step of this run
     const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
     const double tps = (tokens_seen - start_tokens) / std::max(elapsed, 1e-9);
     const bool out_of_time = o.time_limit_minutes > 0 &&
