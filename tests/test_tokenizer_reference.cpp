@@ -11,8 +11,8 @@
 namespace kvscope {
 namespace {
 
-void expect_same_encoding(const std::string& text) {
-  const auto model_path = (testing::stories_dir() / "tokenizer.model").string();
+void expect_same_encoding(const std::string& text, std::string model_path = "") {
+  if (model_path.empty()) model_path = (testing::stories_dir() / "tokenizer.model").string();
   sentencepiece::SentencePieceProcessor reference;
   ASSERT_TRUE(reference.Load(model_path).ok());
   const SentencePieceModel ours = SentencePieceModel::parse(read_text_file(model_path), model_path);
@@ -46,6 +46,22 @@ TEST(TokenizerReference, BooksParagraphByParagraph) {
     const std::string text = read_text_file(testing::shared_dir() / book);
     // 40 windows of 2000 bytes spread through each book.
     for (size_t k = 0; k < 40; ++k) expect_same_encoding(text.substr(k * (text.size() / 40), 2000));
+  }
+}
+
+}  // namespace
+}  // namespace kvscope
+
+namespace kvscope {
+namespace {
+
+// The embedded model's tokenizer (trained by spm_train) encodes as libsentencepiece does.
+TEST(TokenizerReference, EmbeddedModelTokenizer) {
+  const std::string model = std::string(KVSCOPE_SOURCE_DIR) + "/data/models/tinybooks/tokenizer.model";
+  for (const char* s : {"Paul, a servant of Jesus Christ, called to be an apostle,", "  two  spaces\nand a newline\n\n",
+                        "It is a truth universally acknowledged, that a single man in possession of a good fortune",
+                        "caf\xc3\xa9 \xe2\x80\x94 1234567 \xff"}) {
+    expect_same_encoding(s, model);
   }
 }
 
