@@ -41,6 +41,10 @@ PerturbDocumentResult run_perturbation(const LlamaModel& model, const std::vecto
   const ModelConfig& c = model.config();
   const int64_t T = static_cast<int64_t>(ids.size());
   if (o.at < 2) fail("--at must be at least 2");
+  if (o.at < o.sinks + 2) {
+    fail("--at ", o.at, " leaves no token to merge after ", o.sinks, " sinks and the newest token; use --at ", o.sinks + 2,
+         " or more, or fewer --sinks");
+  }
   if (o.steps < 1) fail("--steps must be at least 1");
   if (o.at + o.steps > T) fail("the text has ", T, " tokens; --at ", o.at, " + --steps ", o.steps, " needs ", o.at + o.steps);
   if (o.positions == PositionMode::Original && o.at + o.steps > c.max_position_embeddings) {

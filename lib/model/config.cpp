@@ -138,6 +138,8 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
 }
 
 ModelConfig load_model_config(const std::filesystem::path& model_dir) {
+  std::error_code ec;
+  if (!std::filesystem::exists(model_dir, ec)) fail(model_dir.string(), ": no such file or directory");
   const auto path = model_dir / "config.json";
   std::ifstream in(path);
   if (!in) fail(path.string(), ": cannot read (is '", model_dir.string(), "' a Hugging Face model directory?)");

@@ -173,6 +173,12 @@ void save_checkpoint(const fs::path& dir, Params& p, const AdamState& s, int64_t
 
 TrainReport train_model(const TrainOptions& o, const std::function<void(const std::string&)>& log) {
   if (o.train_files.empty()) fail("no training text given");
+  for (const auto& f : o.train_files) {
+    std::error_code ec;
+    const auto size = fs::file_size(f, ec);
+    if (ec) fail(f, ": cannot read");
+    if (size == 0) fail(f, ": empty training text");
+  }
   if (o.hidden % o.heads || o.heads % o.kv_heads) fail("hidden must divide by heads, and heads by kv-heads");
   if (o.seq_len + 1 > o.context) fail("--seq-len must be below --context");
   const fs::path dir(o.out_dir);
