@@ -122,8 +122,22 @@ TEST_F(Catalogue, UnwritableOutputs) {
 
 // SIGTERM (and SIGINT) mid-run: exit 128 + signal through kvscope's handler, nothing left at
 // the output path, no partial file left behind.
-// Waits for the partial output to appear (commands that write as they go) or `wait_ms`
-// (commands that write at the end), then signals.
+// True once the process catches SIGINT and SIGTERM (its handlers are installed), read from
+// /proc/PID/status; before that a signal would kill it during start-up.
+bool handlers_installed(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("SigCgt:", 0) == 0) {
+      const unsigned long long mask = std::stoull(line.substr(7), nullptr, 16);
+      return (mask >> (SIGINT - 1) & 1) && (mask >> (SIGTERM - 1) & 1);
+    }
+  }
+  return false;
+}
+
+// Waits until the command is running (handlers installed), then for its partial output to
+// appear (commands that write as they go) or `wait_ms` (commands that write at the end),
+// then signals.
 void interrupt(const std::vector<std::string>& args, const std::string& out, int sig, int wait_ms) {
   const pid_t pid = fork();
   if (pid == 0) {
@@ -138,6 +152,7 @@ void interrupt(const std::vector<std::string>& args, const std::string& out, int
     _exit(127);
   }
   const std::string partial = out + ".partial-" + std::to_string(pid);
+  for (int i = 0; i < 30000 && !handlers_installed(pid); ++i) usleep(1000);
   for (int i = 0; i < wait_ms / 2 && !std::filesystem::exists(partial); ++i) usleep(2000);
   kill(pid, sig);
   int status = 0;
@@ -152,9 +167,9 @@ TEST_F(Catalogue, InterruptsMidRun) {
   interrupt({"dump", m(), "--ids", p("long_ids.txt"), "--attention", "full", "--chunk", "16", "-o", p("int-dump.h5")},
             p("int-dump.h5"), SIGTERM, 5000);
   interrupt({"ppl", m(), "--ids", p("long_ids.txt"), "--budget", "16", "--policy", "full,h2o,weightedkv", "-o", p("int-ppl.h5")},
-            p("int-ppl.h5"), SIGTERM, 1500);
+            p("int-ppl.h5"), SIGTERM, 300);
   interrupt({"perturb", m(), "--ids", p("long_ids.txt"), "--at", "100", "--steps", "2800", "-o", p("int-perturb.h5")},
-            p("int-perturb.h5"), SIGINT, 1500);
+            p("int-perturb.h5"), SIGINT, 300);
 }
 
 }  // namespace

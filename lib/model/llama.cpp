@@ -27,10 +27,14 @@ LlamaModel LlamaModel::load(const std::filesystem::path& dir, const LoadOptions&
   const at::ScalarType dtype = parse_compute_dtype(options.dtype);
   // Not every LibTorch build has every kernel (1.13 has no float16 matrix products on CPU):
   // ask once, up front, rather than failing mid-run.
+  // The probe runs each kind of product the forward pass uses, with its operand layouts.
   try {
-    const at::Tensor probe = at::ones({2, 2}, at::TensorOptions().dtype(dtype).device(device));
-    (void)at::mv(probe, probe[0]);
-    (void)at::mm(probe, probe);
+    const auto opt = at::TensorOptions().dtype(dtype).device(device);
+    const at::Tensor w = at::ones({8, 4}, opt), x = at::ones({3, 4}, opt), b = at::ones({8}, opt);
+    (void)at::mv(w, x[0]);
+    (void)at::mm(x, w.t());
+    (void)at::addmm(b, x, w.t());
+    (void)at::bmm(at::ones({2, 3, 4}, opt), at::ones({2, 4, 5}, opt).transpose(1, 2).transpose(1, 2));
   } catch (const c10::Error&) {
     fail("--dtype ", options.dtype, " is not supported on ", device.str(), " by this LibTorch (", TORCH_VERSION,
          "): its matrix products are missing; use --dtype float32 or bfloat16", device.is_cpu() ? ", or --device cuda" : "");
