@@ -139,18 +139,7 @@ bool handlers_installed(pid_t pid) {
 // appear (commands that write as they go) or `wait_ms` (commands that write at the end),
 // then signals.
 void interrupt(const std::vector<std::string>& args, const std::string& out, int sig, int wait_ms) {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const int devnull = ::open("/dev/null", O_WRONLY);
-    dup2(devnull, 1);
-    dup2(devnull, 2);
-    std::vector<char*> argv{const_cast<char*>(KVSCOPE_BINARY)};
-    std::vector<std::string> copy = args;
-    for (auto& a : copy) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(KVSCOPE_BINARY, argv.data());
-    _exit(127);
-  }
+  const pid_t pid = testing::spawn_kvscope(args);
   const std::string partial = out + ".partial-" + std::to_string(pid);
   for (int i = 0; i < 30000 && !handlers_installed(pid); ++i) usleep(1000);
   for (int i = 0; i < wait_ms / 2 && !std::filesystem::exists(partial); ++i) usleep(2000);

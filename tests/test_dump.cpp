@@ -254,14 +254,8 @@ void interrupt_dump(const TempDir& dir, int sig) {
     for (int i = 0; i < 3000; ++i) ids << (i * 31 % 256) << ' ';
   }
   const std::string out = (dir / "out.h5").string();
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const int devnull = ::open("/dev/null", O_WRONLY);
-    dup2(devnull, 2);
-    execl(KVSCOPE_BINARY, KVSCOPE_BINARY, "dump", (dir / "model").c_str(), "--ids", (dir / "ids.txt").c_str(),
-          "--attention", "full", "--chunk", "64", "-o", out.c_str(), nullptr);
-    _exit(127);
-  }
+  const pid_t pid = testing::spawn_kvscope({"dump", (dir / "model").string(), "--ids", (dir / "ids.txt").string(), "--attention",
+                                            "full", "--chunk", "64", "-o", out});
   const std::string partial = out + ".partial-" + std::to_string(pid);
   for (int i = 0; i < 600 && !std::filesystem::exists(partial); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   ASSERT_TRUE(std::filesystem::exists(partial)) << "the dump never started writing";

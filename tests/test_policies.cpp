@@ -455,18 +455,7 @@ TEST(PplResume, ContinuesFromFinishedRuns) {
   ASSERT_EQ(reference.code, 0) << reference.err;
 
   const std::string out = (dir / "r.h5").string();
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const int devnull = ::open("/dev/null", O_WRONLY);
-    dup2(devnull, 1);
-    dup2(devnull, 2);
-    std::vector<std::string> args = with_out(out);
-    std::vector<char*> argv{const_cast<char*>(KVSCOPE_BINARY)};
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(KVSCOPE_BINARY, argv.data());
-    _exit(127);
-  }
+  const pid_t pid = testing::spawn_kvscope(with_out(out));
   for (int i = 0; i < 20000 && !std::filesystem::exists(out + ".resume.h5"); ++i) usleep(500);
   kill(pid, SIGINT);
   int status = 0;

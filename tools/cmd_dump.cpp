@@ -20,10 +20,7 @@ Command register_dump(CLI::App& app) {
   static bool queries = false, force = false;
   static RuntimeOptions rt;
   cmd->add_option("MODEL_DIR", model_dir, "Hugging Face model directory")->required();
-  auto* t = cmd->add_option("--text", texts, "text file(s), one document each");
-  auto* i = cmd->add_option("--ids", ids, "pre-tokenised file(s), one document each (see README: Inputs)");
-  t->excludes(i);
-  i->excludes(t);
+  add_document_options(cmd, texts, ids);
   cmd->add_option("-o,--out", out, "output .h5 file (written atomically)")->required();
   cmd->add_option("--max-tokens", max_tokens, "truncate each document to N tokens (0 = all)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--layers", layers, "layers to dump, e.g. 0-3,7 or all")->capture_default_str();

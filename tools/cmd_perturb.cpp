@@ -61,10 +61,7 @@ Command register_perturb(CLI::App& app) {
   static bool force = false;
   static RuntimeOptions rt;
   cmd->add_option("MODEL_DIR", model_dir, "Hugging Face model directory")->required();
-  auto* t = cmd->add_option("--text", texts, "text file(s), one document each");
-  auto* i = cmd->add_option("--ids", ids, "pre-tokenised file(s), one document each");
-  t->excludes(i);
-  i->excludes(t);
+  add_document_options(cmd, texts, ids);
   cmd->add_option("-o,--out", out, "output .h5 (a CSV summary is written beside it)")->required();
   cmd->add_option("--at", at, "decode step at which the merge happens")->capture_default_str();
   cmd->add_option("--steps", steps, "steps to follow after the merge")->capture_default_str();

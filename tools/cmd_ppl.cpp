@@ -40,10 +40,7 @@ Command register_ppl(CLI::App& app) {
   static bool no_prefill = false, force = false, in_middle = false, log_perturbation = false, resume = false;
   static RuntimeOptions rt;
   cmd->add_option("MODEL_DIR", model_dir, "Hugging Face model directory")->required();
-  auto* t = cmd->add_option("--text", texts, "text file(s), one document each");
-  auto* i = cmd->add_option("--ids", ids, "pre-tokenised file(s), one document each");
-  t->excludes(i);
-  i->excludes(t);
+  add_document_options(cmd, texts, ids);
   cmd->add_option("-o,--out", out, "results .h5 (CSV and Markdown tables are written beside it)")->required();
   cmd->add_option("--max-tokens", max_tokens, "truncate each document to N tokens (0 = all)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--policy", policies, "comma-separated: full, streaming, h2o, tova, knorm, random, cam, weightedkv, weightedkv-evict")->capture_default_str();

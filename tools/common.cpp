@@ -97,6 +97,13 @@ RandomModelSpec parse_random_model_spec(const std::string& text) {
   return s;
 }
 
+void add_document_options(CLI::App* cmd, std::vector<std::string>& texts, std::vector<std::string>& ids) {
+  auto* t = cmd->add_option("--text", texts, "text file(s), one document each");
+  auto* i = cmd->add_option("--ids", ids, "pre-tokenised file(s), one document each (see README: Inputs)");
+  t->excludes(i);
+  i->excludes(t);
+}
+
 std::vector<std::vector<int64_t>> read_documents(const std::string& model_dir, const ModelConfig& config,
                                                  const std::vector<std::string>& texts, const std::vector<std::string>& ids,
                                                  int64_t max_tokens, std::vector<std::string>* sources, std::vector<TokenInput>* full) {

@@ -40,6 +40,10 @@ struct TokenInput {
 // --max-tokens. Errors on empty input and on ids outside the vocabulary.
 TokenInput read_input(const std::string& model_dir, const ModelConfig& config, const InputOptions& o);
 
+// --text FILE... / --ids FILE... (one document per file, mutually exclusive), read back
+// with read_documents.
+void add_document_options(CLI::App* cmd, std::vector<std::string>& texts, std::vector<std::string>& ids);
+
 // Several documents from --text FILE... or --ids FILE... (exactly one kind), each truncated
 // to max_tokens (0 = all). `sources` receives the file names.
 std::vector<std::vector<int64_t>> read_documents(const std::string& model_dir, const ModelConfig& config,

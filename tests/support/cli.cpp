@@ -1,5 +1,6 @@
 #include "support/cli.h"
 
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,6 +24,22 @@ std::string slurp(const std::filesystem::path& p) {
   return b.str();
 }
 }  // namespace
+
+int spawn_kvscope(const std::vector<std::string>& args) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int devnull = ::open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    std::vector<std::string> copy = args;
+    std::vector<char*> argv{const_cast<char*>(KVSCOPE_BINARY)};
+    for (auto& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(KVSCOPE_BINARY, argv.data());
+    _exit(127);
+  }
+  return pid;
+}
 
 CliResult run_kvscope(const std::vector<std::string>& args) {
   TempDir io("cli");
