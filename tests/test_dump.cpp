@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "dump/dump_reader.h"
 #include "dump/dump_writer.h"
+#include "io/h5.h"
 #include "model/kv_cache.h"
 #include "model/llama.h"
 #include "model/observer.h"
@@ -196,6 +197,50 @@ TEST_F(DumpTest, ReaderRefusesForeignIncompleteAndTruncatedFiles) {
   });
   expect_refusal(incomplete, "incomplete file");
 
+  // A dataset present under its name but with a shape that disagrees with the header.
+  const std::string lying_shape = copy("lying_shape.h5");
+  edit(lying_shape, [&](hid_t f) {
+    H5Ldelete(f, "/documents/0/layers/2/k", H5P_DEFAULT);
+    const hsize_t dims[3] = {static_cast<hsize_t>(spec_.num_kv_heads), 24, 8};
+    const hid_t space = H5Screate_simple(3, dims, nullptr);
+    const hid_t d = H5Dcreate2(f, "/documents/0/layers/2/k", H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dclose(d);
+    H5Sclose(space);
+  });
+  expect_refusal(lying_shape, "dataset /documents/0/layers/2/k has shape [2,24,8] but the schema requires [2,25,8]");
+
+  // token_ids claiming 2^40 entries (chunked, nothing stored): refused before allocating.
+  const std::string huge = copy("huge.h5");
+  edit(huge, [](hid_t f) {
+    H5Ldelete(f, "/documents/0/token_ids", H5P_DEFAULT);
+    const hsize_t dims[1] = {hsize_t{1} << 40}, chunk[1] = {1024};
+    const hid_t space = H5Screate_simple(1, dims, nullptr);
+    const hid_t plist = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(plist, 1, chunk);
+    const hid_t d = H5Dcreate2(f, "/documents/0/token_ids", H5T_STD_I64LE, space, H5P_DEFAULT, plist, H5P_DEFAULT);
+    H5Dclose(d);
+    H5Pclose(plist);
+    H5Sclose(space);
+  });
+  expect_refusal(huge, "claims 1.09951e+12 elements but stores only 0 bytes");
+
+  // Variable-length strings live in the global heap, which libhdf5 1.10 can loop on when
+  // corrupt; the reader refuses them before reading.
+  const std::string vlen = copy("vlen.h5");
+  edit(vlen, [](hid_t f) {
+    H5Adelete(f, "attention_mode");
+    const hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    const hid_t space = H5Screate(H5S_SCALAR);
+    const hid_t a = H5Acreate2(f, "attention_mode", t, space, H5P_DEFAULT, H5P_DEFAULT);
+    const char* value = "summary";
+    H5Awrite(a, t, &value);
+    H5Aclose(a);
+    H5Sclose(space);
+    H5Tclose(t);
+  });
+  expect_refusal(vlen, "attribute 'attention_mode' is a variable-length string");
+
   const std::string truncated = (dir_ / "truncated.h5").string();
   {
     std::ifstream in(good, std::ios::binary);
@@ -203,6 +248,26 @@ TEST_F(DumpTest, ReaderRefusesForeignIncompleteAndTruncatedFiles) {
     std::ofstream(truncated, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
   }
   expect_refusal(truncated, truncated);
+}
+
+// Long attributes (a big model config, a long command line) need the 1.8 dense attribute
+// storage; UTF-8 and embedded punctuation come back unchanged.
+TEST(H5Attributes, LongAndUnicodeStringsRoundTrip) {
+  TempDir dir("h5attr");
+  const std::string path = (dir / "a.h5").string();
+  std::string longest;
+  for (int i = 0; i < 20000; ++i) longest += "ab,c ";
+  const std::string unicode = "D\xc3\xa9j\xc3\xa0 vu \xe2\x80\x94 \xe6\x97\xa5\xe6\x9c\xac";
+  {
+    h5::File f = h5::File::create(path);
+    f.root().set_attr("long", longest);
+    f.root().set_attr("unicode", unicode);
+    f.root().set_attr("empty", std::string());
+  }
+  const h5::File f = h5::File::open_read(path);
+  EXPECT_EQ(f.root().attr_string("long"), longest);
+  EXPECT_EQ(f.root().attr_string("unicode"), unicode);
+  EXPECT_EQ(f.root().attr_string("empty"), "");
 }
 
 TEST(DumpGolden, MatchesStoriesGoldens) {

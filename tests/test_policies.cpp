@@ -421,8 +421,8 @@ TEST(PplStories, EveryPolicyFiniteOnABook) {
     for (double x : run.nll) ASSERT_TRUE(std::isfinite(x)) << run.policy;
   }
   const std::string py = "/usr/bin/python3 -c \"import h5py,sys; f=h5py.File(sys.argv[1]); "
-                         "assert f.attrs['schema']=='kvscope.ppl' and f.attrs['complete']==1; "
-                         "assert f['runs/0/nll'].shape==(299,) and f['runs/8'].attrs['policy']=='weightedkv-evict'\" " + out.string();
+                         "assert f.attrs['schema']==b'kvscope.ppl' and f.attrs['complete']==1; "
+                         "assert f['runs/0/nll'].shape==(299,) and f['runs/8'].attrs['policy']==b'weightedkv-evict'\" " + out.string();
   EXPECT_EQ(std::system(py.c_str()), 0);
 }
 

@@ -78,7 +78,7 @@ void write_matrix(const h5::Group& g, const std::string& name, const std::vector
   std::vector<double> flat;
   for (const auto& row : rows) flat.insert(flat.end(), row.begin(), row.end());
   auto d = g.create_dataset(name, {r, c}, h5::Stored::Float64, dims);
-  if (r * c) d.write_block({0, 0}, {r, c}, flat.data());
+  if (r > 0 && c > 0) d.write_block({0, 0}, {r, c}, flat.data());
 }
 
 }  // namespace

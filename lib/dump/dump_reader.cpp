@@ -41,7 +41,9 @@ char g_watched_path[4096];
 
 extern "C" void on_read_timeout(int) {
   const char head[] = "kvscope: error: ";
-  const char tail[] = ": reading the file hung inside libhdf5 (the file is corrupt)\n";
+  const char tail[] =
+      ": reading the file did not finish within KVSCOPE_READ_TIMEOUT seconds (a pipe with no writer, a stalled "
+      "network file system, or a corrupt file that libhdf5 loops on)\n";
   (void)!::write(2, head, sizeof(head) - 1);
   (void)!::write(2, g_watched_path, std::strlen(g_watched_path));
   (void)!::write(2, tail, sizeof(tail) - 1);

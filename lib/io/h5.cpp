@@ -50,14 +50,17 @@ void write_attr(Id obj, const std::string& name, hid_t type, hid_t space, const 
   check(H5Awrite(a.id(), type, data), file, "write attribute " + name);
 }
 
-// Variable-length UTF-8, which h5py returns as str (fixed-length strings come back as bytes).
+// Fixed-length, NUL-terminated UTF-8. Variable-length strings live in the file's global
+// heap, and libhdf5 1.10 can loop forever reading a corrupt global heap (found by fuzzing
+// the dump reader), so kvscope neither writes nor reads them in attributes. h5py returns
+// these as bytes; the notebooks decode them.
 void set_string_attr(Id obj, const std::string& name, const std::string& value, const std::string& file) {
   Handle t(H5Tcopy(H5T_C_S1), kType);
-  H5Tset_size(t.id(), H5T_VARIABLE);
+  H5Tset_size(t.id(), value.size() + 1);
+  H5Tset_strpad(t.id(), H5T_STR_NULLTERM);
   H5Tset_cset(t.id(), H5T_CSET_UTF8);
   Handle s(H5Screate(H5S_SCALAR), kSpace);
-  const char* ptr = value.c_str();
-  write_attr(obj, name, t.id(), s.id(), &ptr, file);
+  write_attr(obj, name, t.id(), s.id(), value.c_str(), file);
 }
 
 std::string get_string_attr(Id obj, const std::string& name, const std::string& where) {
@@ -65,14 +68,16 @@ std::string get_string_attr(Id obj, const std::string& name, const std::string& 
   Handle a(checked(H5Aopen(obj, name.c_str(), H5P_DEFAULT), where, "open attribute " + name), kAttr);
   Handle t(H5Aget_type(a.id()), kType);
   if (H5Tget_class(t.id()) != H5T_STRING) fail(where, ": attribute '", name, "' is not a string");
-  if (H5Tis_variable_str(t.id()) > 0) {
-    char* s = nullptr;
-    check(H5Aread(a.id(), t.id(), &s), where, "read attribute " + name);
-    std::string out = s ? s : "";
-    H5free_memory(s);
-    return out;
-  }
+  if (H5Tis_variable_str(t.id()) != 0)
+    fail(where, ": attribute '", name,
+         "' is a variable-length string; kvscope files store fixed-length strings (this file was written by another "
+         "tool or an older kvscope: re-run the command that made it)");
+  Handle sp(H5Aget_space(a.id()), kSpace);
+  if (H5Sget_simple_extent_npoints(sp.id()) != 1) fail(where, ": attribute '", name, "' is not a scalar");
   const size_t n = H5Tget_size(t.id());
+  constexpr size_t kLongestAttribute = size_t{1} << 24;
+  if (n == 0 || n > kLongestAttribute) fail(where, ": attribute '", name, "' has an implausible length ", n, " (corrupt file?)");
+  // Read as stored (no conversion); any padding scheme leaves the text before the first NUL.
   std::string out(n, '\0');
   check(H5Aread(a.id(), t.id(), out.data()), where, "read attribute " + name);
   out.erase(std::find(out.begin(), out.end(), '\0'), out.end());
@@ -111,7 +116,11 @@ File File::create(const std::string& path) {
   quiet_errors();
   File f;
   f.path_ = path;
-  f.h_ = Handle(checked(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), path, "create the file"), kFile);
+  // The 1.8 format stores attributes over 64 KiB densely (a long command line or model
+  // config would otherwise fail), and every libhdf5 since 1.8 and h5py read it.
+  Handle access(H5Pcreate(H5P_FILE_ACCESS), kPlist);
+  H5Pset_libver_bounds(access.id(), H5F_LIBVER_V18, H5F_LIBVER_V18);
+  f.h_ = Handle(checked(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access.id()), path, "create the file"), kFile);
   return f;
 }
 
@@ -301,23 +310,37 @@ size_t element_count(const std::vector<int64_t>& s) {
 }
 }  // namespace
 
+size_t Dataset::checked_element_count(const std::vector<int64_t>& count, size_t element_bytes) const {
+  // A corrupt header can claim any shape; allocating for it would abort instead of failing
+  // cleanly. Deflate cannot shrink data more than about 1032:1, so a dataset that claims far
+  // more elements than its stored bytes could hold is lying.
+  constexpr double kMaxDeflateRatio = 1100.0;
+  constexpr double kSlackBytes = 1 << 20;
+  double elements = 1;
+  for (int64_t d : count) elements *= static_cast<double>(d);
+  const double stored = static_cast<double>(H5Dget_storage_size(h_.id()));
+  if (elements * static_cast<double>(element_bytes) > kMaxDeflateRatio * stored + kSlackBytes)
+    fail(file_, ": dataset ", path_, " claims ", elements, " elements but stores only ", stored, " bytes (corrupt file?)");
+  return element_count(count);
+}
+
 void Dataset::read_all(std::vector<float>& out) const {
   const auto s = shape();
-  out.resize(element_count(s));
+  out.resize(checked_element_count(s, sizeof(float)));
   if (!out.empty()) read_impl(std::vector<int64_t>(s.size(), 0), s, H5T_NATIVE_FLOAT, out.data());
 }
 void Dataset::read_all(std::vector<double>& out) const {
   const auto s = shape();
-  out.resize(element_count(s));
+  out.resize(checked_element_count(s, sizeof(double)));
   if (!out.empty()) read_impl(std::vector<int64_t>(s.size(), 0), s, H5T_NATIVE_DOUBLE, out.data());
 }
 void Dataset::read_all(std::vector<int64_t>& out) const {
   const auto s = shape();
-  out.resize(element_count(s));
+  out.resize(checked_element_count(s, sizeof(int64_t)));
   if (!out.empty()) read_impl(std::vector<int64_t>(s.size(), 0), s, H5T_NATIVE_INT64, out.data());
 }
 void Dataset::read_block(const std::vector<int64_t>& o, const std::vector<int64_t>& c, std::vector<float>& out) const {
-  out.resize(element_count(c));
+  out.resize(checked_element_count(c, sizeof(float)));
   if (!out.empty()) read_impl(o, c, H5T_NATIVE_FLOAT, out.data());
 }
 
