@@ -21,7 +21,7 @@ SCHEMAS = {
     "kvscope.spectrum": 1,
     "kvscope.l2corr": 1,
     "kvscope.ppl": 1,
-    "kvscope.perturb": 1,
+    "kvscope.perturb": 2,
 }
 
 # Okabe-Ito: distinguishable under the common colour-vision deficiencies.

@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "commands.h"
 #include "common.h"
@@ -10,6 +11,7 @@
 #include "core/selection.h"
 #include "eval/ppl.h"
 #include "eval/ppl_results.h"
+#include "eval/sweep.h"
 #include "io/atomic_output.h"
 
 namespace kvscope::tools {
@@ -33,9 +35,10 @@ Command register_ppl(CLI::App& app) {
   auto* cmd = app.add_subcommand("ppl", "Perplexity with a budgeted KV cache: every policy x budget (x weighting) in one sweep");
   static std::string model_dir, out, policies = "full,streaming,h2o,tova,knorm,random,cam,weightedkv,weightedkv-evict";
   static std::string budgets = "256", weightings = "avg-attention", receiver = "right", positions = "in-cache";
+  static std::string max_memory;
   static std::string aggregation = "mean", protocol = "stream", skip_layers = "";
   static std::vector<std::string> texts, ids;
-  static int64_t max_tokens = 0, sinks = 4, recent = -1, window = 0, stride = 0, cam_merge = 16, prefill_chunk = 256;
+  static int64_t batch = 0, max_tokens = 0, sinks = 4, recent = -1, window = 0, stride = 0, cam_merge = 16, prefill_chunk = 256;
   static uint64_t seed = 0;
   static bool no_prefill = false, force = false, in_middle = false, log_perturbation = false, resume = false;
   static RuntimeOptions rt;
@@ -65,6 +68,11 @@ Command register_ppl(CLI::App& app) {
   cmd->add_option("--prefill-chunk", prefill_chunk, "tokens per prefill call")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_flag("--log-perturbation", log_perturbation,
                 "record, for every eviction or merge, the exact change of each affected head's attention output at that step");
+  cmd->add_option("--batch", batch,
+                  "runs decoded together in one forward step (default: all runs up to 32, within --max-memory); "
+                  "results are identical for every batch size")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-memory", max_memory, "memory the sweep may use, e.g. 8G (default: 90% of the free memory)");
   cmd->add_flag("--resume", resume, "continue an interrupted sweep from OUT.resume.h5, skipping the runs it finished");
   cmd->add_flag("--force", force, "overwrite existing outputs");
   add_runtime_options(cmd, rt);
@@ -135,7 +143,6 @@ Command register_ppl(CLI::App& app) {
             std::fprintf(stderr, "ppl: %zu configurations x %zu documents, %lld tokens to score, protocol %s, positions %s\n",
                          configs.size(), docs.size(), static_cast<long long>(total), protocol.c_str(), positions.c_str());
             PplProvenance prov{model_dir, command_line(), protocol, positions, aggregation, window, stride_used, sinks, recent, seed, sources};
-            // Finished runs are saved after each one, so an interrupted sweep can resume.
             const std::string resume_path = out + ".resume.h5";
             std::vector<PplRun> finished;
             std::error_code ec;
@@ -148,53 +155,99 @@ Command register_ppl(CLI::App& app) {
             } else if (std::filesystem::exists(resume_path, ec) && !force) {
               fail(resume_path, ": an interrupted sweep left this; pass --resume to continue it or --force to start over");
             }
+            struct Job {
+              const RunConfig* config;
+              size_t document;
+            };
+            std::vector<Job> jobs;
+            for (const RunConfig& rc : configs)
+              for (size_t d = 0; d < docs.size(); ++d) jobs.push_back(Job{&rc, d});
+            std::vector<std::optional<PplRun>> results(jobs.size());
             Progress progress("ppl", total);
             int64_t done = 0;
-            std::vector<PplRun> runs;
-            for (const RunConfig& rc : configs) {
-              for (size_t d = 0; d < docs.size(); ++d) {
-                const std::string budget_label = rc.policy == "full" ? "full" : rc.budget.label();
-                const std::string weighting = rc.policy == "weightedkv" ? rc.options.weighting : "";
-                const auto previous = std::find_if(finished.begin(), finished.end(), [&](const PplRun& r) {
-                  return r.policy == rc.policy && r.budget_label == budget_label && r.weighting == weighting &&
-                         r.document == static_cast<int64_t>(d) && r.source == sources[d];
-                });
-                if (previous != finished.end()) {
-                  done += static_cast<int64_t>(previous->nll.size());
-                  runs.push_back(*previous);
-                  continue;
-                }
-                const std::string label = rc.policy + (rc.policy == "full" ? "" : " @" + rc.budget.label());
-                RunOutput r = run_document(model, docs[d], windows[d], rc, [&](int64_t n) {
-                  done += n;
-                  progress.update(done, label);
-                });
-                PplRun run;
-                run.policy = rc.policy;
-                run.budget_label = rc.policy == "full" ? "full" : rc.budget.label();
-                run.weighting = rc.policy == "weightedkv" ? rc.options.weighting : "";
-                run.receiver = rc.policy == "weightedkv" ? merge_receiver_name(rc.options.receiver) : "";
-                run.budget = r.resolved_budget;
-                run.document = static_cast<int64_t>(d);
-                run.source = sources[d];
-                run.max_cache = r.max_cache;
-                run.seconds = r.seconds;
-                run.policy_seconds = r.policy_seconds;
-                run.nll = std::move(r.nll);
-                run.token_index = std::move(r.token_index);
-                for (const PerturbationEvent& e : r.perturbation) {
-                  run.perturbation_step.push_back(e.step);
-                  run.perturbation_layer.push_back(e.layer);
-                  run.perturbation_head.push_back(e.head);
-                  run.perturbation_relative_change.push_back(e.relative_change);
-                  run.perturbation_cosine.push_back(e.cosine);
-                }
-                runs.push_back(std::move(run));
-                AtomicOutput checkpoint(resume_path, true);
-                write_ppl_results(checkpoint.temp_path().string(), runs, prov, c.raw_json);
-                checkpoint.commit();
+            std::vector<SweepRun> pending;
+            std::vector<size_t> pending_job;
+            for (size_t j = 0; j < jobs.size(); ++j) {
+              const RunConfig& rc = *jobs[j].config;
+              const size_t d = jobs[j].document;
+              const std::string budget_label = rc.policy == "full" ? "full" : rc.budget.label();
+              const std::string weighting = rc.policy == "weightedkv" ? rc.options.weighting : "";
+              const auto previous = std::find_if(finished.begin(), finished.end(), [&](const PplRun& r) {
+                return r.policy == rc.policy && r.budget_label == budget_label && r.weighting == weighting &&
+                       r.document == static_cast<int64_t>(d) && r.source == sources[d];
+              });
+              if (previous != finished.end()) {
+                done += static_cast<int64_t>(previous->nll.size());
+                results[j] = *previous;
+                continue;
               }
+              pending.push_back(SweepRun{&docs[d], &windows[d], rc});
+              pending_job.push_back(j);
             }
+
+            SweepMemory memory = estimate_sweep_memory(model, pending);
+            if (!max_memory.empty()) memory.available_bytes = parse_byte_size(max_memory, "--max-memory");
+            else if (memory.available_bytes >= 0) memory.available_bytes = static_cast<int64_t>(0.9 * static_cast<double>(memory.available_bytes));
+            const int64_t batch_used = batch > 0 ? batch : default_sweep_batch(memory, pending.size());
+            const int64_t lanes = std::max<int64_t>(1, std::min<int64_t>(batch_used, static_cast<int64_t>(pending.size())));
+            std::fprintf(stderr, "ppl: batch %lld: weights %s + %lld x %s per run = %s%s\n", static_cast<long long>(batch_used),
+                         format_bytes(memory.weights_bytes).c_str(), static_cast<long long>(lanes), format_bytes(memory.per_run_bytes).c_str(),
+                         format_bytes(memory.total(lanes)).c_str(),
+                         memory.available_bytes >= 0 ? concat(" of ", format_bytes(memory.available_bytes), " allowed").c_str()
+                                                     : " (free device memory is not checked; --max-memory sets a limit)");
+            if (memory.available_bytes >= 0 && memory.total(lanes) > memory.available_bytes) {
+              const int64_t fits = memory.largest_batch();
+              if (memory.total(1) > memory.available_bytes)
+                fail("even one run needs about ", format_bytes(memory.total(1)), " but only ", format_bytes(memory.available_bytes),
+                     " is allowed (lower --budget or --window, or raise --max-memory)");
+              fail("--batch ", batch_used, " needs about ", format_bytes(memory.total(lanes)), " but only ",
+                   format_bytes(memory.available_bytes), " is allowed; --batch ", fits, " fits");
+            }
+
+            auto to_ppl_run = [&](size_t j, RunOutput&& r) {
+              const RunConfig& rc = *jobs[j].config;
+              PplRun run;
+              run.policy = rc.policy;
+              run.budget_label = rc.policy == "full" ? "full" : rc.budget.label();
+              run.weighting = rc.policy == "weightedkv" ? rc.options.weighting : "";
+              run.receiver = rc.policy == "weightedkv" ? merge_receiver_name(rc.options.receiver) : "";
+              run.budget = r.resolved_budget;
+              run.document = static_cast<int64_t>(jobs[j].document);
+              run.source = sources[jobs[j].document];
+              run.max_cache = r.max_cache;
+              run.seconds = r.seconds;
+              run.policy_seconds = r.policy_seconds;
+              run.nll = std::move(r.nll);
+              run.token_index = std::move(r.token_index);
+              for (const PerturbationEvent& e : r.perturbation) {
+                run.perturbation_step.push_back(e.step);
+                run.perturbation_layer.push_back(e.layer);
+                run.perturbation_head.push_back(e.head);
+                run.perturbation_relative_change.push_back(e.relative_change);
+                run.perturbation_cosine.push_back(e.cosine);
+              }
+              return run;
+            };
+            auto finished_runs = [&] {
+              std::vector<PplRun> out;
+              for (const auto& r : results)
+                if (r) out.push_back(*r);
+              return out;
+            };
+            const std::string label = concat(pending.size(), " runs, ", lanes, " at a time");
+            run_sweep(model, pending, batch_used,
+                      [&](int64_t n) {
+                        done += n;
+                        progress.update(done, label);
+                      },
+                      [&](size_t i, RunOutput&& r) {
+                        results[pending_job[i]] = to_ppl_run(pending_job[i], std::move(r));
+                        // Finished runs are saved as each one ends, so an interrupted sweep can resume.
+                        AtomicOutput checkpoint(resume_path, true);
+                        write_ppl_results(checkpoint.temp_path().string(), finished_runs(), prov, c.raw_json);
+                        checkpoint.commit();
+                      });
+            const std::vector<PplRun> runs = finished_runs();
             progress.finish();
             const auto rows = summarise(runs);
             const std::string caption = concat("Perplexity of ", model_dir, " on ", docs.size(), " document(s), protocol ", protocol,

@@ -167,4 +167,26 @@ void set_command_line(int argc, char** argv) {
   g_command_line = s;
 }
 
+int64_t parse_byte_size(const std::string& text, const std::string& option) {
+  size_t used = 0;
+  double value = -1;
+  try {
+    value = std::stod(text, &used);
+  } catch (...) {
+    used = 0;
+  }
+  std::string unit = text.substr(used);
+  if (!unit.empty() && (unit.back() == 'B' || unit.back() == 'b')) unit.pop_back();
+  if (unit.size() == 2 && (unit[1] == 'i' || unit[1] == 'I')) unit.pop_back();
+  double scale = 0;
+  if (unit.empty()) scale = 1;
+  else if (unit == "K" || unit == "k") scale = 1024.0;
+  else if (unit == "M" || unit == "m") scale = 1024.0 * 1024;
+  else if (unit == "G" || unit == "g") scale = 1024.0 * 1024 * 1024;
+  else if (unit == "T" || unit == "t") scale = 1024.0 * 1024 * 1024 * 1024;
+  if (used == 0 || scale == 0 || !(value > 0) || value * scale > 9.0e18)
+    fail(option, " '", text, "': expected a positive size such as 512M, 8G or 1.5GiB");
+  return static_cast<int64_t>(value * scale);
+}
+
 }  // namespace kvscope::tools

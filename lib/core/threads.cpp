@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <thread>
 
+#include "core/worker_pool.h"
+
 extern "C" void openblas_set_num_threads(int);
 
 namespace kvscope {
@@ -17,6 +19,8 @@ void configure_threads(int torch_threads, int blas_threads) {
   if (blas_threads <= 0) blas_threads = cores > 4 ? cores / 2 : cores;
   at::set_num_threads(torch_threads);
   openblas_set_num_threads(blas_threads);
+  // kvscope's own kernels (row_linear) run where OpenBLAS would, never alongside it.
+  set_worker_threads(blas_threads);
 }
 
 }  // namespace kvscope

@@ -16,7 +16,7 @@ namespace kvscope {
 class LlamaModel;
 
 inline constexpr const char* kPerturbSchemaName = "kvscope.perturb";
-inline constexpr int64_t kPerturbSchemaVersion = 1;
+inline constexpr int64_t kPerturbSchemaVersion = 2;
 
 struct PerturbOptions {
   int64_t at = 100, steps = 800;
@@ -39,7 +39,8 @@ struct PerturbVariantResult {
 
 struct PerturbDocumentResult {
   std::vector<PerturbVariantResult> variants;
-  double full_seconds = 0, total_seconds = 0;
+  double decode_seconds = 0;  // the batched forward steps of the full and every perturbed run
+  double total_seconds = 0;
 };
 
 PerturbDocumentResult run_perturbation(const LlamaModel& model, const std::vector<int64_t>& ids, const PerturbOptions& options,

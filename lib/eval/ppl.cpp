@@ -2,11 +2,10 @@
 
 #include <ATen/ATen.h>
 
-#include <chrono>
 #include <cmath>
 
 #include "core/error.h"
-#include "eval/score.h"
+#include "eval/document_run.h"
 #include "model/llama.h"
 
 namespace kvscope {
@@ -89,68 +88,10 @@ BudgetSpec parse_budget(const std::string& text) {
 
 RunOutput run_document(const LlamaModel& model, const std::vector<int64_t>& ids, const std::vector<Window>& windows,
                        const RunConfig& cfg, const std::function<void(int64_t)>& on_token, DecisionObserver* decisions) {
-  RunOutput out;
-  const auto t0 = std::chrono::steady_clock::now();
-  const at::Tensor all = at::tensor(ids, at::TensorOptions().dtype(at::kLong));
-  const int64_t context = model.config().max_position_embeddings;
-  for (size_t w = 0; w < windows.size(); ++w) {
-    const Window& win = windows[w];
-    const int64_t len = win.end - win.begin;
-    const bool full = cfg.policy == "full";
-    const int64_t budget = full ? len : cfg.budget.resolve(len);
-    if (w == 0) out.resolved_budget = budget;
-    if (cfg.cache.positions == PositionMode::Original && len > context) {
-      fail("a window of ", len, " tokens exceeds the model's context of ", context,
-           " with --positions original (use --positions in-cache, or a smaller --window)");
-    }
-    // In-cache positions run up to the largest cache length: budget + 1 while a token is
-    // being added, or the window for the full cache.
-    if (cfg.cache.positions == PositionMode::InCache && std::min(budget + 1, len) > context) {
-      fail("budget ", budget, " exceeds the model's context of ", context);
-    }
-    PolicyOptions po = cfg.options;
-    po.budget = budget;
-    PolicyCache cache(cfg.cache, std::shared_ptr<CachePolicy>(make_policy(cfg.policy, po)), model.rope(), full ? len : budget);
-    PerturbationLog log;
-    cache.set_decision_observer(cfg.log_perturbation ? &log : decisions);
-    auto keep = [&](const at::Tensor& logits, int64_t first_row_pos) {
-      // Row r of `logits` is the model at absolute position first_row_pos + r and predicts
-      // token first_row_pos + r + 1.
-      std::vector<int64_t> targets;
-      std::vector<int64_t> rows;
-      for (int64_t r = 0; r < logits.size(0); ++r) {
-        const int64_t target = first_row_pos + r + 1;
-        if (target >= win.score_from && target < win.end) { rows.push_back(r); targets.push_back(ids[target]); }
-      }
-      if (rows.empty()) return;
-      const at::Tensor sel = logits.index_select(0, at::tensor(rows, at::kLong).to(logits.device()));
-      const auto nll = negative_log_likelihoods(sel, targets);
-      for (size_t i = 0; i < nll.size(); ++i) {
-        out.nll.push_back(nll[i]);
-        out.token_index.push_back(first_row_pos + rows[i] + 1);
-      }
-      if (on_token) on_token(static_cast<int64_t>(nll.size()));
-    };
-    int64_t pos = 0;  // within the window
-    if (cfg.prefill) {
-      const int64_t prefill_len = std::min(budget, len);
-      for (; pos < prefill_len;) {
-        const int64_t n = std::min(cfg.prefill_chunk, prefill_len - pos);
-        keep(model.forward(all.narrow(0, win.begin + pos, n), pos, cache), win.begin + pos);
-        pos += n;
-      }
-    }
-    for (; pos < len - 1; ++pos) {
-      log.set_step(win.begin + pos);
-      keep(model.forward(all.narrow(0, win.begin + pos, 1), pos, cache), win.begin + pos);
-      for (int64_t l = 0; l < model.config().num_layers; ++l) out.max_cache = std::max(out.max_cache, cache.size(static_cast<int>(l)));
-    }
-    for (int64_t l = 0; l < model.config().num_layers; ++l) out.max_cache = std::max(out.max_cache, cache.size(static_cast<int>(l)));
-    out.policy_seconds += cache.policy_seconds();
-    out.perturbation.insert(out.perturbation.end(), log.events().begin(), log.events().end());
-  }
-  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return out;
+  // The same steps a batched sweep takes, with a batch of one: identical results by design.
+  DocumentRun run(model, ids, windows, cfg, on_token, decisions);
+  for (run.advance(); !run.finished(); run.advance()) run.accept(model.forward_step({run.next_step()}));
+  return run.take_output();
 }
 
 }  // namespace kvscope

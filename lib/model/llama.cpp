@@ -10,10 +10,12 @@
 #include "model/device.h"
 #include "model/kv_cache.h"
 #include "model/observer.h"
+#include "model/row_linear.h"
 
 namespace kvscope {
 
-at::Tensor project(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+at::Tensor project(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, bool row_invariant) {
+  if ((row_invariant || x.size(0) == 1) && x.device().is_cpu() && row_linear_supported(weight)) return row_linear(x, weight, bias);
   if (x.size(0) == 1) {
     at::Tensor y = at::mv(weight, x[0]);
     if (bias.defined()) y.add_(bias);
@@ -60,14 +62,29 @@ at::Tensor LlamaModel::rms_norm(const at::Tensor& x, const at::Tensor& weight) c
 }
 
 at::Tensor LlamaModel::attention_block(int layer, const at::Tensor& x, const at::Tensor& positions,
-                                       KvCache& cache, ForwardObserver* observer) const {
+                                       const std::vector<Segment>& segments, bool row_invariant) const {
   const LayerWeights& w = weights_.layers[layer];
-  const int64_t T = x.size(0), H = config_.num_heads, KV = config_.num_kv_heads, hd = config_.head_dim;
+  const at::Tensor q_pre = project(x, w.wq, w.bq, row_invariant);
+  const at::Tensor k_pre = project(x, w.wk, w.bk, row_invariant);
+  const at::Tensor v = project(x, w.wv, w.bv, row_invariant);
+  if (segments.size() == 1) return project(attend(layer, q_pre, k_pre, v, positions, *segments[0].cache, segments[0].observer), w.wo, {}, row_invariant);
+  std::vector<at::Tensor> outs;
+  outs.reserve(segments.size());
+  for (const Segment& s : segments) {
+    outs.push_back(attend(layer, q_pre.narrow(0, s.row, s.length), k_pre.narrow(0, s.row, s.length), v.narrow(0, s.row, s.length),
+                          positions.narrow(0, s.row, s.length), *s.cache, s.observer));
+  }
+  return project(at::cat(outs, 0), w.wo, {}, row_invariant);
+}
+
+at::Tensor LlamaModel::attend(int layer, const at::Tensor& q_rows, const at::Tensor& k_rows, const at::Tensor& v_rows,
+                              const at::Tensor& positions, KvCache& cache, ForwardObserver* observer) const {
+  const int64_t T = q_rows.size(0), H = config_.num_heads, KV = config_.num_kv_heads, hd = config_.head_dim;
   const int64_t group = H / KV;
 
-  const at::Tensor q_pre = project(x, w.wq, w.bq).view({T, H, hd}).transpose(0, 1);
-  const at::Tensor k_pre = project(x, w.wk, w.bk).view({T, KV, hd}).transpose(0, 1).contiguous();
-  const at::Tensor v = project(x, w.wv, w.bv).view({T, KV, hd}).transpose(0, 1).contiguous();
+  const at::Tensor q_pre = q_rows.reshape({T, H, hd}).transpose(0, 1);
+  const at::Tensor k_pre = k_rows.reshape({T, KV, hd}).transpose(0, 1).contiguous();
+  const at::Tensor v = v_rows.reshape({T, KV, hd}).transpose(0, 1).contiguous();
   const at::Tensor k = rope_.apply(k_pre, positions);
 
   const AttentionInputs in = cache.append(layer, NewEntries{k_pre, k, v, positions});
@@ -100,16 +117,25 @@ at::Tensor LlamaModel::attention_block(int layer, const at::Tensor& x, const at:
                                         out, in.key_positions});
   }
   cache.observe_attention(layer, probs.view({H, T, S}));
-
-  const at::Tensor merged = out.transpose(0, 1).reshape({T, H * hd});
-  return project(merged, w.wo);
+  return out.transpose(0, 1).reshape({T, H * hd});
 }
 
-at::Tensor LlamaModel::mlp_block(int layer, const at::Tensor& x) const {
+at::Tensor LlamaModel::mlp_block(int layer, const at::Tensor& x, bool row_invariant) const {
   const LayerWeights& w = weights_.layers[layer];
-  const at::Tensor gate = project(x, w.w_gate);
-  const at::Tensor up = project(x, w.w_up);
-  return project(at::silu(gate) * up, w.w_down);
+  const at::Tensor gate = project(x, w.w_gate, {}, row_invariant);
+  const at::Tensor up = project(x, w.w_up, {}, row_invariant);
+  return project(at::silu(gate) * up, w.w_down, {}, row_invariant);
+}
+
+at::Tensor LlamaModel::run_layers(const at::Tensor& ids, const at::Tensor& positions, const std::vector<Segment>& segments,
+                                  bool row_invariant) const {
+  at::Tensor h = weights_.embed.index_select(0, ids).to(at::kFloat);  // [rows, D] residual stream
+  for (int layer = 0; layer < config_.num_layers; ++layer) {
+    const LayerWeights& w = weights_.layers[layer];
+    h = h + attention_block(layer, rms_norm(h, w.attn_norm), positions, segments, row_invariant).to(at::kFloat);
+    h = h + mlp_block(layer, rms_norm(h, w.ffn_norm), row_invariant).to(at::kFloat);
+  }
+  return h;
 }
 
 at::Tensor LlamaModel::forward(const at::Tensor& tokens, int64_t start_position, KvCache& cache,
@@ -118,16 +144,27 @@ at::Tensor LlamaModel::forward(const at::Tensor& tokens, int64_t start_position,
   const at::Tensor ids = tokens.to(device_, at::kLong);
   const int64_t T = ids.size(0);
   const at::Tensor positions = at::arange(start_position, start_position + T, at::TensorOptions().dtype(at::kLong).device(device_));
-
-  at::Tensor h = weights_.embed.index_select(0, ids).to(at::kFloat);  // [T, D] residual stream
-  for (int layer = 0; layer < config_.num_layers; ++layer) {
-    const LayerWeights& w = weights_.layers[layer];
-    h = h + attention_block(layer, rms_norm(h, w.attn_norm), positions, cache, observer).to(at::kFloat);
-    h = h + mlp_block(layer, rms_norm(h, w.ffn_norm)).to(at::kFloat);
-  }
+  const at::Tensor h = run_layers(ids, positions, {Segment{0, T, &cache, observer}}, /*row_invariant=*/T == 1);
   if (logits == Logits::None) return {};
   const at::Tensor last = logits == Logits::Last ? h.narrow(0, T - 1, 1) : h;
-  return project(rms_norm(last, weights_.final_norm), weights_.lm_head).to(at::kFloat);
+  return project(rms_norm(last, weights_.final_norm), weights_.lm_head, {}, T == 1).to(at::kFloat);
+}
+
+at::Tensor LlamaModel::forward_step(const std::vector<DecodeSlot>& slots, Logits logits) const {
+  if (slots.empty()) fail("forward_step: no runs given");
+  std::vector<int64_t> tokens, positions;
+  std::vector<Segment> segments;
+  for (const DecodeSlot& s : slots) {
+    if (!s.cache) fail("forward_step: a run has no cache");
+    segments.push_back(Segment{static_cast<int64_t>(tokens.size()), 1, s.cache, s.observer});
+    tokens.push_back(s.token);
+    positions.push_back(s.position);
+  }
+  const auto on_device = at::TensorOptions().dtype(at::kLong);
+  const at::Tensor h = run_layers(at::tensor(tokens, on_device).to(device_), at::tensor(positions, on_device).to(device_), segments,
+                                  /*row_invariant=*/true);
+  if (logits == Logits::None) return {};
+  return project(rms_norm(h, weights_.final_norm), weights_.lm_head, {}, true).to(at::kFloat);
 }
 
 }  // namespace kvscope

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "model/config.h"
 #include "model/rope.h"
@@ -36,6 +37,19 @@ class LlamaModel {
   at::Tensor forward(const at::Tensor& tokens, int64_t start_position, KvCache& cache,
                      ForwardObserver* observer = nullptr, Logits logits = Logits::All) const;
 
+  // One decode step for each of several independent runs (a sweep's runs stepped in
+  // lockstep): run b feeds `token` at `position` into its own `cache`. The weights are read
+  // once for all runs; attention is computed per run over that run's cache alone, so caches
+  // of different lengths cost only their own length. Returns fp32 logits [B, V] (undefined
+  // with Logits::None). On CPU in float32 each run's result is bit-for-bit what a
+  // one-run call gives (see row_linear.h); elsewhere it agrees to rounding.
+  struct DecodeSlot {
+    int64_t token = 0, position = 0;
+    KvCache* cache = nullptr;
+    ForwardObserver* observer = nullptr;
+  };
+  at::Tensor forward_step(const std::vector<DecodeSlot>& slots, Logits logits = Logits::All) const;
+
   FullKvCache new_cache(int64_t capacity = 256) const;
 
   const ModelConfig& config() const { return config_; }
@@ -46,9 +60,19 @@ class LlamaModel {
   const std::string& source() const { return source_; }
 
  private:
-  at::Tensor attention_block(int layer, const at::Tensor& x, const at::Tensor& positions, KvCache& cache,
-                             ForwardObserver* observer) const;
-  at::Tensor mlp_block(int layer, const at::Tensor& x) const;
+  // One run's rows of a forward call: `length` consecutive rows from `row`.
+  struct Segment {
+    int64_t row, length;
+    KvCache* cache;
+    ForwardObserver* observer;
+  };
+  at::Tensor run_layers(const at::Tensor& ids, const at::Tensor& positions, const std::vector<Segment>& segments,
+                        bool row_invariant) const;
+  at::Tensor attention_block(int layer, const at::Tensor& x, const at::Tensor& positions,
+                             const std::vector<Segment>& segments, bool row_invariant) const;
+  at::Tensor attend(int layer, const at::Tensor& q_pre, const at::Tensor& k_pre, const at::Tensor& v,
+                    const at::Tensor& positions, KvCache& cache, ForwardObserver* observer) const;
+  at::Tensor mlp_block(int layer, const at::Tensor& x, bool row_invariant) const;
   at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight) const;
 
   ModelConfig config_;
@@ -59,8 +83,11 @@ class LlamaModel {
   std::string source_;
 };
 
-// y = x W^T + b for x [T, in]. One token goes through a matrix-vector product: on CPU that
-// was ~5x faster than a 1-row matrix product through linear/matmul.
-at::Tensor project(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {});
+// y = x W^T + b for x [T, in]. With `row_invariant` (decode steps: one row per run) each
+// row's result must not depend on the other rows: float32 CPU weights go through
+// row_linear, which is also as fast as a matrix-vector product for one row (a 1-row
+// matrix product through linear/matmul was ~5x slower). Otherwise one row uses mv and
+// several use one matrix product.
+at::Tensor project(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {}, bool row_invariant = false);
 
 }  // namespace kvscope

@@ -12,6 +12,7 @@
 #include "model/kv_cache.h"
 #include "model/llama.h"
 #include "model/random_model.h"
+#include "model/row_linear.h"
 
 namespace kvscope {
 namespace {
@@ -86,6 +87,33 @@ BENCHMARK_CAPTURE(BM_CacheStep, full, std::string("full"))->Arg(1024)->Unit(benc
 BENCHMARK_CAPTURE(BM_CacheStep, streaming, std::string("streaming"))->Arg(1024)->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_CacheStep, h2o, std::string("h2o"))->Arg(1024)->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_CacheStep, weightedkv, std::string("weightedkv"))->Arg(1024)->Unit(benchmark::kMicrosecond);
+
+// One linear layer for B rows: kvscope's batch-invariant kernel against BLAS (B mv calls, as
+// B runs decoded one at a time would make; one mm, as a batch would without invariance).
+// Shapes of the 30 M model's MLP up projection (1376 x 512) and its LM head (32000 x 512).
+enum class Linear { RowKernel, MvEach, Mm };
+void BM_Linear(benchmark::State& state, Linear how) {
+  configure_threads(0, 0);
+  const int64_t B = state.range(0), N = state.range(1), K = state.range(2);
+  at::manual_seed(0);
+  const at::Tensor w = at::randn({N, K}), x = at::randn({B, K});
+  for (auto _ : state) {
+    if (how == Linear::RowKernel) benchmark::DoNotOptimize(row_linear(x, w));
+    if (how == Linear::Mm) benchmark::DoNotOptimize(at::mm(x, w.t()));
+    if (how == Linear::MvEach) for (int64_t b = 0; b < B; ++b) benchmark::DoNotOptimize(at::mv(w, x[b]));
+  }
+  state.counters["rows/s"] = benchmark::Counter(static_cast<double>(B * state.iterations()), benchmark::Counter::kIsRate);
+}
+void linear_shapes(benchmark::internal::Benchmark* b) {
+  for (int64_t rows : {1, 4, 16, 64}) {
+    b->Args({rows, 1376, 512});
+    b->Args({rows, 32000, 512});
+  }
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+BENCHMARK_CAPTURE(BM_Linear, row_kernel, Linear::RowKernel)->Apply(linear_shapes);
+BENCHMARK_CAPTURE(BM_Linear, mv_each, Linear::MvEach)->Apply(linear_shapes);
+BENCHMARK_CAPTURE(BM_Linear, mm, Linear::Mm)->Apply(linear_shapes);
 
 void BM_SingularValues(benchmark::State& state) {
   const int64_t rows = state.range(0), cols = state.range(1);

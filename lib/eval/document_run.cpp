@@ -1,0 +1,110 @@
+#include "eval/document_run.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "eval/score.h"
+
+namespace kvscope {
+
+DocumentRun::DocumentRun(const LlamaModel& model, const std::vector<int64_t>& ids, const std::vector<Window>& windows,
+                         const RunConfig& config, std::function<void(int64_t)> on_token, DecisionObserver* decisions)
+    : model_(model),
+      ids_(ids),
+      windows_(windows),
+      config_(config),
+      on_token_(std::move(on_token)),
+      decisions_(decisions),
+      all_(at::tensor(ids, at::TensorOptions().dtype(at::kLong))),
+      started_(std::chrono::steady_clock::now()) {}
+
+void DocumentRun::open_window() {
+  const Window& win = windows_[window_];
+  len_ = win.end - win.begin;
+  const bool full = config_.policy == "full";
+  budget_ = full ? len_ : config_.budget.resolve(len_);
+  if (window_ == 0) out_.resolved_budget = budget_;
+  const int64_t context = model_.config().max_position_embeddings;
+  if (config_.cache.positions == PositionMode::Original && len_ > context) {
+    fail("a window of ", len_, " tokens exceeds the model's context of ", context,
+         " with --positions original (use --positions in-cache, or a smaller --window)");
+  }
+  // In-cache positions run up to the largest cache length: budget + 1 while a token is
+  // being added, or the window for the full cache.
+  if (config_.cache.positions == PositionMode::InCache && std::min(budget_ + 1, len_) > context) {
+    fail("budget ", budget_, " exceeds the model's context of ", context);
+  }
+  PolicyOptions po = config_.options;
+  po.budget = budget_;
+  cache_ = std::make_unique<PolicyCache>(config_.cache, std::shared_ptr<CachePolicy>(make_policy(config_.policy, po)), model_.rope(),
+                                         full ? len_ : budget_);
+  cache_->set_decision_observer(config_.log_perturbation ? &log_ : decisions_);
+  pos_ = 0;
+  window_open_ = true;
+}
+
+void DocumentRun::close_window() {
+  for (int64_t l = 0; l < model_.config().num_layers; ++l) out_.max_cache = std::max(out_.max_cache, cache_->size(static_cast<int>(l)));
+  out_.policy_seconds += cache_->policy_seconds();
+  cache_.reset();
+  window_open_ = false;
+  ++window_;
+}
+
+void DocumentRun::keep(const at::Tensor& logits, int64_t first_row_pos) {
+  // Row r of `logits` is the model at absolute position first_row_pos + r and predicts
+  // token first_row_pos + r + 1.
+  const Window& win = windows_[window_];
+  std::vector<int64_t> targets, rows;
+  for (int64_t r = 0; r < logits.size(0); ++r) {
+    const int64_t target = first_row_pos + r + 1;
+    if (target >= win.score_from && target < win.end) {
+      rows.push_back(r);
+      targets.push_back(ids_[target]);
+    }
+  }
+  if (rows.empty()) return;
+  const at::Tensor sel = logits.index_select(0, at::tensor(rows, at::kLong).to(logits.device()));
+  const auto nll = negative_log_likelihoods(sel, targets);
+  for (size_t i = 0; i < nll.size(); ++i) {
+    out_.nll.push_back(nll[i]);
+    out_.token_index.push_back(first_row_pos + rows[i] + 1);
+  }
+  if (on_token_) on_token_(static_cast<int64_t>(nll.size()));
+}
+
+void DocumentRun::advance() {
+  while (!finished()) {
+    if (!window_open_) open_window();
+    const Window& win = windows_[window_];
+    const int64_t prefill_len = config_.prefill ? std::min(budget_, len_) : 0;
+    if (pos_ < prefill_len) {
+      const int64_t n = std::min(config_.prefill_chunk, prefill_len - pos_);
+      keep(model_.forward(all_.narrow(0, win.begin + pos_, n), pos_, *cache_), win.begin + pos_);
+      pos_ += n;
+      continue;
+    }
+    if (pos_ < len_ - 1) return;
+    close_window();
+  }
+}
+
+LlamaModel::DecodeSlot DocumentRun::next_step() {
+  const Window& win = windows_[window_];
+  log_.set_step(win.begin + pos_);
+  return LlamaModel::DecodeSlot{ids_[win.begin + pos_], pos_, cache_.get(), nullptr};
+}
+
+void DocumentRun::accept(const at::Tensor& logits) {
+  keep(logits, windows_[window_].begin + pos_);
+  for (int64_t l = 0; l < model_.config().num_layers; ++l) out_.max_cache = std::max(out_.max_cache, cache_->size(static_cast<int>(l)));
+  ++pos_;
+}
+
+RunOutput DocumentRun::take_output() {
+  out_.perturbation = log_.events();
+  out_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  return std::move(out_);
+}
+
+}  // namespace kvscope

@@ -1,0 +1,29 @@
+#pragma once
+// Linear layers for a handful of rows (decode steps, one row per run of a batch) whose
+// result for each row is bit-for-bit independent of how many other rows are in the call.
+//
+// BLAS gemm is not: OpenBLAS picks different kernels and blockings for different row
+// counts (measured: rows of a 16-row product differ from the same rows computed alone),
+// so a batched sweep would not reproduce a one-at-a-time run. Here every output element is
+// a dot product with one fixed summation order: 16 interleaved partial sums over k, a fixed
+// reduction tree, then the k % 16 tail in order. Rows only change how many dot products
+// share one pass over the weights, which is what makes a batch cheaper than its runs alone.
+#include <ATen/ATen.h>
+
+namespace kvscope {
+
+enum class RowKernelIsa { Auto, Generic };
+
+// Whether row_linear can run on this weight (contiguous float32 on CPU); otherwise callers
+// fall back to mv/mm, which agree to rounding but not bit for bit across row counts.
+bool row_linear_supported(const at::Tensor& weight);
+
+// x [B, K] float32, weight [N, K], optional bias [N] -> [B, N]. Parallel over N on the
+// worker pool (per-element order does not depend on the split).
+at::Tensor row_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {},
+                      RowKernelIsa isa = RowKernelIsa::Auto);
+
+// The instruction set Auto resolves to on this machine ("avx2-fma" or "generic").
+const char* row_linear_isa();
+
+}  // namespace kvscope

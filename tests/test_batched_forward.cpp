@@ -1,0 +1,149 @@
+// Batched decoding: the row kernel against a float64 reference, its results independent of
+// the other rows and of the thread count, and a forward step over many runs equal, bit for
+// bit, to each run stepped alone.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "cache/policy_cache.h"
+#include "core/worker_pool.h"
+#include "model/kv_cache.h"
+#include "model/llama.h"
+#include "model/random_model.h"
+#include "model/row_linear.h"
+#include "support/test_paths.h"
+
+namespace kvscope {
+namespace {
+
+using testing::TempDir;
+
+bool bitwise_equal(const at::Tensor& a, const at::Tensor& b) {
+  return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() &&
+         std::memcmp(a.contiguous().data_ptr(), b.contiguous().data_ptr(), a.numel() * a.element_size()) == 0;
+}
+
+class RowLinear : public ::testing::TestWithParam<RowKernelIsa> {};
+
+TEST_P(RowLinear, MatchesFloat64ReferenceForEveryTailLength) {
+  at::manual_seed(1);
+  for (int64_t K : {1, 7, 15, 16, 17, 31, 64, 100, 513}) {
+    for (int64_t B : {1, 3, 4, 5, 9}) {
+      const int64_t N = 37;
+      const at::Tensor w = at::randn({N, K}), x = at::randn({B, K}), bias = at::randn({N});
+      const at::Tensor ref = (at::mm(x.to(at::kDouble), w.to(at::kDouble).t()) + bias.to(at::kDouble));
+      const at::Tensor got = row_linear(x, w, bias, GetParam()).to(at::kDouble);
+      // float32 accumulation over K terms of unit-variance products.
+      const double tol = 4e-7 * std::sqrt(static_cast<double>(K)) * 8;
+      EXPECT_LE((got - ref).abs().max().item<double>(), tol) << "K=" << K << " B=" << B;
+    }
+  }
+}
+
+TEST_P(RowLinear, EachRowIsIndependentOfTheOtherRowsAndOfThreads) {
+  at::manual_seed(2);
+  const int64_t N = 203, K = 177;
+  const at::Tensor w = at::randn({N, K}), x = at::randn({70, K});
+  std::vector<at::Tensor> alone;
+  for (int64_t r = 0; r < x.size(0); ++r) alone.push_back(row_linear(x.narrow(0, r, 1), w, {}, GetParam()));
+  const int threads_before = worker_threads();
+  for (int threads : {1, 2, 3}) {
+    set_worker_threads(threads);
+    for (int64_t B : {1, 2, 3, 4, 5, 8, 16, 33, 64, 70}) {
+      const at::Tensor y = row_linear(x.narrow(0, 0, B), w, {}, GetParam());
+      for (int64_t r = 0; r < B; ++r) {
+        ASSERT_TRUE(bitwise_equal(y.narrow(0, r, 1), alone[r])) << "row " << r << " of " << B << ", " << threads << " threads";
+      }
+    }
+  }
+  set_worker_threads(threads_before);
+}
+
+INSTANTIATE_TEST_SUITE_P(Isa, RowLinear, ::testing::Values(RowKernelIsa::Auto, RowKernelIsa::Generic),
+                         [](const auto& info) { return info.param == RowKernelIsa::Auto ? std::string("Auto") : std::string("Generic"); });
+
+TEST(WorkerPool, EveryRowVisitedOnceForManySizes) {
+  const int threads_before = worker_threads();
+  for (int threads : {1, 2, 4}) {
+    set_worker_threads(threads);
+    for (int64_t n : {1, 2, 3, 7, 100, 1001}) {
+      std::vector<int> visits(static_cast<size_t>(n), 0);
+      for (int repeat = 0; repeat < 50; ++repeat) {
+        parallel_rows(n, 1, [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) ++visits[static_cast<size_t>(i)];
+        });
+      }
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(visits[static_cast<size_t>(i)], 50) << "n=" << n << " threads=" << threads;
+    }
+  }
+  set_worker_threads(threads_before);
+}
+
+class BatchedForward : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    spec_.vocab_size = 97;
+    spec_.hidden_size = 48;
+    spec_.intermediate_size = 80;
+    spec_.num_layers = 2;
+    spec_.num_heads = 4;
+    spec_.num_kv_heads = 2;
+    spec_.max_position_embeddings = 256;
+    write_random_model((dir_ / "m").string(), spec_);
+  }
+  std::vector<int64_t> ids(int n, int salt) const {
+    std::vector<int64_t> v;
+    for (int i = 0; i < n; ++i) v.push_back((i * 31 + salt * 7 + i * i) % spec_.vocab_size);
+    return v;
+  }
+  TempDir dir_{"batched"};
+  RandomModelSpec spec_;
+};
+
+// Runs at different positions with caches of different lengths and kinds, stepped
+// together, give every run's logits exactly as stepping it alone does.
+TEST_F(BatchedForward, StepEqualsEachRunAloneBitForBit) {
+  const LlamaModel model = LlamaModel::load(dir_ / "m");
+  const ModelConfig& c = model.config();
+  constexpr int kRuns = 6;
+  const PolicyCacheConfig pc{c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, at::kFloat, at::kCPU,
+                             PositionMode::Original, AttentionAggregation::Mean};
+  auto make_caches = [&] {
+    std::vector<std::unique_ptr<KvCache>> caches;
+    for (int r = 0; r < kRuns; ++r) {
+      if (r % 2 == 0) {
+        caches.push_back(std::make_unique<FullKvCache>(model.new_cache()));
+      } else {
+        PolicyOptions po;
+        po.budget = 8 + 4 * r;
+        caches.push_back(std::make_unique<PolicyCache>(pc, std::shared_ptr<CachePolicy>(make_policy("weightedkv", po)), model.rope(), po.budget));
+      }
+    }
+    return caches;
+  };
+  auto batched = make_caches(), alone = make_caches();
+  std::vector<std::vector<int64_t>> docs;
+  std::vector<int64_t> pos(kRuns);
+  for (int r = 0; r < kRuns; ++r) {
+    docs.push_back(ids(60, r));
+    pos[r] = 3 * r + 1;  // different prefix lengths: caches of different sizes
+    const at::Tensor prefix = at::tensor(std::vector<int64_t>(docs[r].begin(), docs[r].begin() + pos[r]), at::kLong);
+    model.forward(prefix, 0, *batched[r], nullptr, Logits::None);
+    model.forward(prefix, 0, *alone[r], nullptr, Logits::None);
+  }
+  for (int step = 0; step < 30; ++step) {
+    std::vector<LlamaModel::DecodeSlot> slots;
+    for (int r = 0; r < kRuns; ++r) slots.push_back({docs[r][pos[r]], pos[r], batched[r].get(), nullptr});
+    const at::Tensor together = model.forward_step(slots);
+    ASSERT_EQ(together.size(0), kRuns);
+    for (int r = 0; r < kRuns; ++r) {
+      const at::Tensor one = model.forward(at::tensor({docs[r][pos[r]]}, at::kLong), pos[r], *alone[r]);
+      ASSERT_TRUE(bitwise_equal(together.narrow(0, r, 1), one)) << "run " << r << " step " << step;
+      ASSERT_EQ(batched[r]->size(0), alone[r]->size(0));
+      ++pos[r];
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvscope
