@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <mutex>
+#include <stdexcept>
 
 #include "cache/policy_cache.h"
 #include "core/worker_pool.h"
@@ -76,6 +78,32 @@ TEST(WorkerPool, EveryRowVisitedOnceForManySizes) {
       for (int64_t i = 0; i < n; ++i) ASSERT_EQ(visits[static_cast<size_t>(i)], 50) << "n=" << n << " threads=" << threads;
     }
   }
+  set_worker_threads(threads_before);
+}
+
+TEST(WorkerPool, NestedSectionsRunInlineAndErrorsReachTheCaller) {
+  const int threads_before = worker_threads();
+  set_worker_threads(2);
+  std::vector<int> visits(64, 0);
+  parallel_rows(8, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      parallel_rows(8, 1, [&](int64_t ib, int64_t ie) {
+        for (int64_t j = ib; j < ie; ++j) ++visits[static_cast<size_t>(i * 8 + j)];
+      });
+  });
+  for (int v : visits) EXPECT_EQ(v, 1);
+  EXPECT_THROW(parallel_rows(100, 1, [](int64_t b, int64_t) {
+                 if (b > 0) throw std::runtime_error("in a worker");
+               }),
+               std::runtime_error);
+  // The pool still works after an error.
+  int64_t total = 0;
+  std::mutex m;
+  parallel_rows(100, 1, [&](int64_t b, int64_t e) {
+    std::lock_guard<std::mutex> lock(m);
+    total += e - b;
+  });
+  EXPECT_EQ(total, 100);
   set_worker_threads(threads_before);
 }
 

@@ -163,18 +163,25 @@ TEST_F(BadInput, EveryCommandHasHelp) {
 namespace kvscope {
 namespace {
 
-// A dump the fuzzer corrupted so that libhdf5 1.10 loops forever reading a variable-length
-// string from its global heap: kvscope refuses such attributes before reading them.
-TEST(BadDump, CorruptGlobalHeapIsRefusedBeforeReading) {
-  const std::string file = std::string(KVSCOPE_SOURCE_DIR) + "/tests/fuzz/regressions/libhdf5_global_heap_hang.h5";
+// Dumps the fuzzer corrupted so that libhdf5 1.10 misbehaves: one loops forever reading a
+// variable-length string from its global heap, one records a 4 GiB chunk so libhdf5 asks
+// for that much memory before reading. kvscope refuses both before libhdf5 reads them.
+TEST(BadDump, FuzzerFoundCorruptionsAreRefusedBeforeReading) {
+  const std::string dir = std::string(KVSCOPE_SOURCE_DIR) + "/tests/fuzz/regressions/";
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"libhdf5_global_heap_hang.h5", "is a variable-length string"},
+      {"libhdf5_corrupt_chunk_size.h5", "claims 4294967295 bytes"},
+  };
   ::setenv("KVSCOPE_READ_TIMEOUT", "20", 1);
-  for (const char* cmd : {"info", "spectrum", "l2corr"}) {
-    std::vector<std::string> args{cmd, file};
-    if (std::string(cmd) != "info") { args.push_back("-o"); args.push_back("/tmp/kvscope-never-written.h5"); }
-    const auto r = testing::run_kvscope(args);
-    EXPECT_TRUE(r.exited) << cmd;
-    EXPECT_EQ(r.code, 1) << cmd;
-    EXPECT_NE(r.err.find("is a variable-length string"), std::string::npos) << cmd << ": " << r.err;
+  for (const auto& [name, expect] : cases) {
+    for (const char* cmd : {"info", "spectrum", "l2corr"}) {
+      std::vector<std::string> args{cmd, dir + name};
+      if (std::string(cmd) != "info") { args.push_back("-o"); args.push_back("/tmp/kvscope-never-written.h5"); }
+      const auto r = testing::run_kvscope(args);
+      EXPECT_TRUE(r.exited) << cmd << " " << name;
+      EXPECT_EQ(r.code, 1) << cmd << " " << name;
+      EXPECT_NE(r.err.find(expect), std::string::npos) << cmd << " " << name << ": " << r.err;
+    }
   }
   ::unsetenv("KVSCOPE_READ_TIMEOUT");
   EXPECT_FALSE(std::filesystem::exists("/tmp/kvscope-never-written.h5"));

@@ -13,6 +13,8 @@
 #include "common.h"
 #include "core/error.h"
 #include "core/version.h"
+#include "eval/sweep.h"
+#include "model/row_linear.h"
 #include "model/kv_cache.h"
 #include "model/random_model.h"
 
@@ -23,6 +25,56 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// Throughput of a ppl sweep at several batch sizes: every batch size runs the same mix of
+// runs (the eight budgeted policies in turn, at least eight runs) over one document.
+int bench_sweep(const LlamaModel& model, const std::string& batches_text, int64_t tokens, int64_t budget, int repeat) {
+  const ModelConfig& c = model.config();
+  if (tokens > c.max_position_embeddings) fail("--sweep-tokens ", tokens, " exceeds the model's context of ", c.max_position_embeddings);
+  if (budget >= tokens) fail("--sweep-budget must be below --sweep-tokens");
+  std::vector<int64_t> batches;
+  std::stringstream list(batches_text);
+  for (std::string item; std::getline(list, item, ',');) {
+    try {
+      batches.push_back(std::stoll(item));
+    } catch (...) {
+      batches.push_back(0);
+    }
+    if (batches.back() <= 0) fail("--sweep '", batches_text, "': expected positive batch sizes, e.g. 1,4,16,64");
+  }
+  std::vector<int64_t> ids(static_cast<size_t>(tokens));
+  for (int64_t i = 0; i < tokens; ++i) ids[i] = (i * 7919 + 13) % c.vocab_size;
+  const std::vector<Window> windows = make_windows(Protocol::Stream, tokens, 0, 0);
+  const std::vector<std::string> policies{"streaming", "h2o", "tova", "knorm", "random", "cam", "weightedkv", "weightedkv-evict"};
+  RunConfig base;
+  base.cache = PolicyCacheConfig{c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, model.dtype(), model.device(),
+                                 PositionMode::Original, AttentionAggregation::Mean};
+  base.budget.tokens = budget;
+  double baseline = 0;
+  for (int64_t batch : batches) {
+    std::vector<SweepRun> runs;
+    for (int64_t r = 0; r < std::max<int64_t>(batch, 8); ++r) {
+      RunConfig rc = base;
+      rc.policy = policies[static_cast<size_t>(r) % policies.size()];
+      runs.push_back(SweepRun{&ids, &windows, rc});
+    }
+    double best = 1e30;
+    int64_t scored = 0;
+    for (int rep = 0; rep < repeat; ++rep) {
+      scored = 0;
+      const auto t0 = std::chrono::steady_clock::now();
+      run_sweep(model, runs, batch, [&](int64_t n) { scored += n; }, [](size_t, RunOutput&&) {});
+      best = std::min(best, seconds_since(t0));
+    }
+    const double rate = static_cast<double>(scored) / best;
+    if (baseline == 0) baseline = rate;
+    std::printf("sweep      batch %3lld: %3zu runs x %lld tokens (budget %lld): %7.2f s, %8.1f scored tok/s (x%.2f vs batch %lld)\n",
+                static_cast<long long>(batch), runs.size(), static_cast<long long>(tokens), static_cast<long long>(budget), best, rate,
+                rate / baseline, static_cast<long long>(batches.front()));
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 }  // namespace
 
 Command register_bench(CLI::App& app) {
@@ -31,7 +83,8 @@ Command register_bench(CLI::App& app) {
   static RuntimeOptions rt;
   static int64_t prefill = 512, context = 2048, decode = 64;
   static int repeat = 3;
-  static std::string svd;
+  static std::string svd, sweep;
+  static int64_t sweep_tokens = 512, sweep_budget = 128;
   cmd->add_option("MODEL_DIR", model_dir, "Hugging Face model directory (or use --random)");
   cmd->add_option("--random", random_spec,
                   std::string("benchmark a random-weight model: ") + kRandomSpecHelp);
@@ -42,6 +95,11 @@ Command register_bench(CLI::App& app) {
                   "instead: time singular values of COUNT matrices ROWS x COLS (ROWS,COLS,COUNT), the spectrum code path; "
                   "entry k = i*COLS + j of matrix b is frac(43758.5453 * sin(12.9898 * k + 78.233 * b)), a full-rank pseudo-random "
                   "matrix other tools can rebuild exactly");
+  cmd->add_option("--sweep", sweep,
+                  "instead: perplexity-sweep throughput (scored tokens/s over all runs) for each batch size in a comma-separated "
+                  "list, e.g. 1,4,16,64; batch B runs max(B, 8) runs cycling through the eight budgeted policies");
+  cmd->add_option("--sweep-tokens", sweep_tokens, "document length of each sweep run")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--sweep-budget", sweep_budget, "cache budget of each sweep run")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--repeat", repeat, "repetitions; the best is reported")->capture_default_str()->check(CLI::PositiveNumber);
   add_runtime_options(cmd, rt);
   return {cmd, [] {
@@ -85,7 +143,7 @@ Command register_bench(CLI::App& app) {
             } cleanup{tmp};
             const LlamaModel model = load_model(dir, rt);
             const ModelConfig& c = model.config();
-            if (prefill > c.max_position_embeddings || context + decode > c.max_position_embeddings) {
+            if (sweep.empty() && (prefill > c.max_position_embeddings || context + decode > c.max_position_embeddings)) {
               fail("--prefill/--context+--decode exceed the model's context of ", c.max_position_embeddings);
             }
             auto ids_of = [&](int64_t n) {
@@ -93,6 +151,11 @@ Command register_bench(CLI::App& app) {
               for (int64_t i = 0; i < n; ++i) v[i] = (i * 7919 + 13) % c.vocab_size;
               return at::tensor(v, at::kLong);
             };
+            std::printf("model      %s (%.2f M params, %s, %s)\n", model_dir.empty() ? ("random " + random_spec).c_str() : model_dir.c_str(),
+                        c.parameter_count() / 1e6, rt.dtype.c_str(), rt.device.c_str());
+            std::printf("machine    %u cores; kvscope %s (%s); row kernel %s; %s\n", std::thread::hardware_concurrency(), version(),
+                        git_commit(), row_linear_isa(), library_versions().c_str());
+            if (!sweep.empty()) return bench_sweep(model, sweep, sweep_tokens, sweep_budget, repeat);
             double best_prefill = 1e30, best_decode = 1e30;
             for (int r = 0; r < repeat; ++r) {
               FullKvCache cache = model.new_cache(prefill);
@@ -107,9 +170,6 @@ Command register_bench(CLI::App& app) {
               for (int64_t i = 0; i < decode; ++i) model.forward(next.narrow(0, i, 1), context + i, dcache, nullptr, Logits::Last);
               best_decode = std::min(best_decode, seconds_since(t0));
             }
-            std::printf("model      %s (%.2f M params, %s, %s)\n", model_dir.empty() ? ("random " + random_spec).c_str() : model_dir.c_str(),
-                        c.parameter_count() / 1e6, rt.dtype.c_str(), rt.device.c_str());
-            std::printf("machine    %u cores; kvscope %s (%s); %s\n", std::thread::hardware_concurrency(), version(), git_commit(), library_versions().c_str());
             std::printf("prefill    %lld tokens: %.1f tok/s\n", static_cast<long long>(prefill), prefill / best_prefill);
             std::printf("decode     %lld steps at cache %lld: %.1f tok/s (%.3f ms/token)\n", static_cast<long long>(decode),
                         static_cast<long long>(context), decode / best_decode, 1e3 * best_decode / decode);

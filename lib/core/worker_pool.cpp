@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -10,6 +11,9 @@
 
 namespace kvscope {
 namespace {
+
+// Set while a thread runs a slice: a parallel section started inside another runs inline.
+thread_local bool t_inside_section = false;
 
 class WorkerPool {
  public:
@@ -44,16 +48,37 @@ class WorkerPool {
       generation_.fetch_add(1);
     }
     wake_.notify_all();
-    run_slice(0);
+    guarded_slice(0);
     // The other slices take microseconds; spinning beats a sleep/wake round trip here.
     while (pending_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
     body_ = nullptr;
+    if (error_) {
+      std::exception_ptr e = error_;
+      error_ = nullptr;
+      std::rethrow_exception(e);
+    }
   }
 
  private:
   void run_slice(int64_t slice) const {
     const int64_t begin = n_ * slice / slices_, end = n_ * (slice + 1) / slices_;
-    if (begin < end) (*body_)(begin, end);
+    if (begin >= end) return;
+    t_inside_section = true;
+    struct Reset {
+      ~Reset() { t_inside_section = false; }
+    } reset;
+    (*body_)(begin, end);
+  }
+
+  // An exception in any slice (a kvscope error deep in a forward pass) reaches the caller
+  // of run(), as it would without threads, instead of terminating the program.
+  void guarded_slice(int64_t slice) {
+    try {
+      run_slice(slice);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex_);
+      if (!error_) error_ = std::current_exception();
+    }
   }
 
   void loop(int index) {
@@ -73,7 +98,7 @@ class WorkerPool {
       }
       seen = g;
       if (stopping_) return;
-      if (index < slices_) run_slice(index);
+      if (index < slices_) guarded_slice(index);
       pending_.fetch_sub(1, std::memory_order_release);
     }
   }
@@ -84,6 +109,8 @@ class WorkerPool {
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
   bool stopping_ = false;
+  std::mutex error_mutex_;
+  std::exception_ptr error_;
   const std::function<void(int64_t, int64_t)>* body_ = nullptr;
   int64_t n_ = 0, slices_ = 1;
 };
@@ -104,6 +131,10 @@ int worker_threads() { return pool()->size(); }
 
 void parallel_rows(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
   if (n <= 0) return;
+  if (t_inside_section) {
+    body(0, n);
+    return;
+  }
   pool()->run(n, grain, body);
 }
 

@@ -9,8 +9,9 @@
 namespace kvscope {
 
 // Runs body(begin, end) over [0, n) split into contiguous slices, one per pool thread (the
-// caller runs the first). Slices are no smaller than `grain`. Not reentrant: call from
-// one thread at a time (kvscope's forward pass is single-threaded above this).
+// caller runs the first). Slices are no smaller than `grain`. A section started inside
+// another runs inline on its thread. Call from one thread at a time (kvscope's forward pass
+// is single-threaded above this); an exception from any slice is rethrown here.
 void parallel_rows(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body);
 
 // Resizes the pool (1: everything runs on the caller). Set by configure_threads.

@@ -289,7 +289,41 @@ void Dataset::write_impl(const std::vector<int64_t>& offset, const std::vector<i
   check(H5Dwrite(h_.id(), mem_type, ms.id(), fs.id(), H5P_DEFAULT, data), file_, "write " + path_);
 }
 
+void Dataset::check_chunks() const {
+  // libhdf5 allocates a chunk's buffer from the size recorded in the chunk index before it
+  // reads anything, so a corrupt index asks for gigabytes. Every chunk must lie inside the
+  // file and be no larger than its uncompressed extent plus deflate's worst-case overhead.
+  Handle plist(H5Dget_create_plist(h_.id()), kPlist);
+  if (H5Pget_layout(plist.id()) != H5D_CHUNKED) return;
+  const int rank = H5Pget_chunk(plist.id(), 0, nullptr);
+  if (rank <= 0) fail(file_, ": ", path_, " has an unreadable chunk layout (corrupt file?)");
+  std::vector<hsize_t> chunk(static_cast<size_t>(rank));
+  H5Pget_chunk(plist.id(), rank, chunk.data());
+  Handle type(H5Dget_type(h_.id()), kType);
+  double nominal = static_cast<double>(H5Tget_size(type.id()));
+  for (hsize_t c : chunk) nominal *= static_cast<double>(c);
+  const double largest = nominal * 1.01 + 1024.0;
+  hsize_t file_size = 0;
+  Handle file(H5Iget_file_id(h_.id()), kFile);
+  H5Fget_filesize(file.id(), &file_size);
+  // libhdf5 1.10 refuses H5S_ALL here; the dataset's own space selects every chunk.
+  Handle space(H5Dget_space(h_.id()), kSpace);
+  hsize_t n = 0;
+  if (H5Dget_num_chunks(h_.id(), space.id(), &n) < 0) fail(file_, ": cannot list the chunks of ", path_, " (corrupt file?)");
+  std::vector<hsize_t> at(static_cast<size_t>(rank));
+  for (hsize_t i = 0; i < n; ++i) {
+    unsigned mask = 0;
+    haddr_t addr = 0;
+    hsize_t size = 0;
+    if (H5Dget_chunk_info(h_.id(), space.id(), i, at.data(), &mask, &addr, &size) < 0 || addr == HADDR_UNDEF ||
+        static_cast<double>(size) > largest || addr > file_size || size > file_size - addr) {
+      fail(file_, ": chunk ", i, " of ", path_, " lies outside the file or claims ", size, " bytes (corrupt file?)");
+    }
+  }
+}
+
 void Dataset::read_impl(const std::vector<int64_t>& offset, const std::vector<int64_t>& count, Id mem_type, void* data) const {
+  check_chunks();
   Handle fs(H5Dget_space(h_.id()), kSpace);
   const auto off = to_hsize(offset), cnt = to_hsize(count);
   check(H5Sselect_hyperslab(fs.id(), H5S_SELECT_SET, off.data(), nullptr, cnt.data(), nullptr), file_, "select in " + path_);

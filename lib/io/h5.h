@@ -88,6 +88,7 @@ class Dataset {
  private:
   void write_impl(const std::vector<int64_t>& offset, const std::vector<int64_t>& count, Id mem_type, const void* data) const;
   void read_impl(const std::vector<int64_t>& offset, const std::vector<int64_t>& count, Id mem_type, void* data) const;
+  void check_chunks() const;
   size_t checked_element_count(const std::vector<int64_t>& count, size_t element_bytes) const;
   friend class Group;
   Handle h_;

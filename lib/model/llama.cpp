@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/worker_pool.h"
 #include "io/safetensors.h"
 #include "model/device.h"
 #include "model/kv_cache.h"
@@ -68,12 +69,19 @@ at::Tensor LlamaModel::attention_block(int layer, const at::Tensor& x, const at:
   const at::Tensor k_pre = project(x, w.wk, w.bk, row_invariant);
   const at::Tensor v = project(x, w.wv, w.bv, row_invariant);
   if (segments.size() == 1) return project(attend(layer, q_pre, k_pre, v, positions, *segments[0].cache, segments[0].observer), w.wo, {}, row_invariant);
-  std::vector<at::Tensor> outs;
-  outs.reserve(segments.size());
-  for (const Segment& s : segments) {
-    outs.push_back(attend(layer, q_pre.narrow(0, s.row, s.length), k_pre.narrow(0, s.row, s.length), v.narrow(0, s.row, s.length),
-                          positions.narrow(0, s.row, s.length), *s.cache, s.observer));
-  }
+  // Runs attend over their own caches independently, so they are spread over the worker
+  // threads; each run's arithmetic is the same whichever thread does it.
+  std::vector<at::Tensor> outs(segments.size());
+  const bool threaded = device_.is_cpu();
+  auto attend_range = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const Segment& s = segments[static_cast<size_t>(i)];
+      outs[static_cast<size_t>(i)] = attend(layer, q_pre.narrow(0, s.row, s.length), k_pre.narrow(0, s.row, s.length),
+                                            v.narrow(0, s.row, s.length), positions.narrow(0, s.row, s.length), *s.cache, s.observer);
+    }
+  };
+  if (threaded) parallel_rows(static_cast<int64_t>(segments.size()), 1, attend_range);
+  else attend_range(0, static_cast<int64_t>(segments.size()));
   return project(at::cat(outs, 0), w.wo, {}, row_invariant);
 }
 

@@ -56,6 +56,40 @@ void BM_DecodeStep(benchmark::State& state) {
 }
 BENCHMARK(BM_DecodeStep)->Arg(256)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// One decode step for B runs at once (forward_step), each with its own budgeted cache of
+// 128 tokens, against the same B runs stepped one at a time: the batched sweep's hot path.
+void BM_DecodeBatch(benchmark::State& state, bool together) {
+  const LlamaModel& m = model_30m();
+  const ModelConfig& c = m.config();
+  const int64_t B = state.range(0), context = 128;
+  std::vector<std::unique_ptr<PolicyCache>> caches;
+  for (int64_t b = 0; b < B; ++b) {
+    PolicyOptions po;
+    po.budget = context;
+    caches.push_back(std::make_unique<PolicyCache>(
+        PolicyCacheConfig{c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, m.dtype(), m.device(), PositionMode::Original,
+                          AttentionAggregation::Mean},
+        std::shared_ptr<CachePolicy>(make_policy("weightedkv", po)), m.rope(), context));
+    std::vector<int64_t> prefix(context);
+    for (int64_t i = 0; i < context; ++i) prefix[i] = (i * 31 + b) % c.vocab_size;
+    m.forward(at::tensor(prefix, at::kLong), 0, *caches.back(), nullptr, Logits::None);
+  }
+  int64_t pos = context;
+  for (auto _ : state) {
+    std::vector<LlamaModel::DecodeSlot> slots;
+    for (int64_t b = 0; b < B; ++b) slots.push_back({(pos * 7 + b) % c.vocab_size, pos, caches[b].get(), nullptr});
+    if (together) {
+      benchmark::DoNotOptimize(m.forward_step(slots));
+    } else {
+      for (const auto& s : slots) benchmark::DoNotOptimize(m.forward_step({s}));
+    }
+    ++pos;
+  }
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(B * state.iterations()), benchmark::Counter::kIsRate);
+}
+BENCHMARK_CAPTURE(BM_DecodeBatch, together, true)->Arg(1)->Arg(4)->Arg(16)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_DecodeBatch, one_at_a_time, false)->Arg(4)->Unit(benchmark::kMillisecond)->UseRealTime();
+
 // The cache alone: append one token and observe one attention row per layer, with the
 // 30 M model's shapes (8 layers, 8 heads, 2 KV heads, head_dim 64) at a full budget.
 void BM_CacheStep(benchmark::State& state, const std::string& policy) {
