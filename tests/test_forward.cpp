@@ -181,3 +181,28 @@ TEST(Forward, ReducedPrecisionStaysCloseToFloat32) {
 
 }  // namespace
 }  // namespace kvscope
+
+namespace kvscope {
+namespace {
+
+// The CPU loop that rotates decode tokens equals the tensor expression (which autograd and
+// other devices use) bit for bit, for shared and per-head positions.
+TEST(Rope, LoopEqualsTensorExpressionBitwise) {
+  ModelConfig c;
+  c.head_dim = 10;
+  c.max_position_embeddings = 300;
+  c.rope.theta = 10000.0;
+  const Rope rope(c, at::kCPU);
+  at::manual_seed(4);
+  for (const bool per_head : {false, true}) {
+    const at::Tensor x = at::randn({3, 7, 10});
+    const at::Tensor positions = per_head ? at::randint(0, 300, {3, 7}, at::kLong) : at::randint(0, 300, {7}, at::kLong);
+    const at::Tensor fast = rope.apply(x, positions);
+    const at::Tensor reference = rope.apply(x.clone().requires_grad_(true), positions).detach();
+    ASSERT_EQ(fast.sizes(), reference.sizes());
+    EXPECT_TRUE(at::equal(fast, reference)) << "per_head " << per_head;
+  }
+}
+
+}  // namespace
+}  // namespace kvscope

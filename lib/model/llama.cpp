@@ -102,7 +102,18 @@ at::Tensor LlamaModel::attend(int layer, const at::Tensor& q_rows, const at::Ten
   // Query head h reads KV head h / group: grouping the query heads of one KV head into the
   // rows of one batched product avoids materialising repeated keys.
   const at::Tensor qg = q.reshape({KV, group * T, hd});
-  at::Tensor scores = at::bmm(qg, in.keys.transpose(1, 2)).to(at::kFloat);  // [KV, group*T, S]
+  // A decode step on CPU in float32 uses kvscope's own fixed-order kernels rather than
+  // BLAS: a handful of rows against the cache is all call overhead in a general gemm, and
+  // the order of every sum stays the same however the runs of a batch are grouped.
+  const bool row_kernels = T == 1 && device_.is_cpu() && dtype_ == at::kFloat;
+  auto per_kv_head = [&](const at::Tensor& rows, const at::Tensor& cache_side, auto&& kernel) {
+    std::vector<at::Tensor> heads;
+    heads.reserve(static_cast<size_t>(KV));
+    for (int64_t h = 0; h < KV; ++h) heads.push_back(kernel(rows.select(0, h), cache_side.select(0, h).contiguous()));
+    return at::stack(heads);
+  };
+  at::Tensor scores = row_kernels ? per_kv_head(qg, in.keys, [](const at::Tensor& x, const at::Tensor& k) { return row_linear(x, k); })
+                                  : at::bmm(qg, in.keys.transpose(1, 2)).to(at::kFloat);  // [KV, group*T, S]
   scores.mul_(1.0 / std::sqrt(static_cast<double>(hd)));
   scores = scores.view({KV, group, T, S});
 
@@ -116,7 +127,10 @@ at::Tensor LlamaModel::attend(int layer, const at::Tensor& q_rows, const at::Ten
     scores.masked_fill_(hidden, -std::numeric_limits<float>::infinity());
   }
   const at::Tensor probs = at::softmax(scores, -1);  // fp32
-  const at::Tensor out = at::bmm(probs.view({KV, group * T, S}).to(dtype_), in.values).view({H, T, hd});
+  const at::Tensor out =
+      (row_kernels ? per_kv_head(probs.view({KV, group * T, S}), in.values, [](const at::Tensor& p, const at::Tensor& v) { return weighted_row_sum(p, v); })
+                   : at::bmm(probs.view({KV, group * T, S}).to(dtype_), in.values))
+          .view({H, T, hd});
 
   if (observer) {
     const bool give_attention = observer->wants_attention(layer);

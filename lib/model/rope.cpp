@@ -39,7 +39,51 @@ Rope::Rope(const ModelConfig& config, at::Device device) {
   sin_table_ = angles.sin().to(at::kFloat);
 }
 
+namespace {
+
+// The same products and sums as the tensor expression below, one element at a time (this
+// file is compiled without multiply-add contraction, so results are bitwise equal). A decode
+// step rotates one token per head: as a loop that costs one allocation instead of a dozen
+// tensor operations. Returns an undefined tensor when a position lies outside the table.
+at::Tensor rotate_from_table(const at::Tensor& x_in, const at::Tensor& positions_in, const at::Tensor& cos_table,
+                             const at::Tensor& sin_table) {
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor positions = positions_in.contiguous();
+  const int64_t heads = x.size(0), T = x.size(1), hd = x.size(2), half = hd / 2, rows = cos_table.size(0);
+  const bool per_head = positions.dim() == 2;
+  const int64_t* pos = positions.data_ptr<int64_t>();
+  for (int64_t i = 0; i < positions.numel(); ++i)
+    if (pos[i] < 0 || pos[i] >= rows) return {};
+  at::Tensor out = at::empty_like(x);
+  const float* src = x.data_ptr<float>();
+  const float* cos_rows = cos_table.data_ptr<float>();
+  const float* sin_rows = sin_table.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  for (int64_t h = 0; h < heads; ++h) {
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t p = per_head ? pos[h * T + t] : pos[t];
+      const float* c = cos_rows + p * half;
+      const float* s = sin_rows + p * half;
+      const float* a = src + (h * T + t) * hd;
+      float* o = dst + (h * T + t) * hd;
+      for (int64_t j = 0; j < half; ++j) {
+        o[j] = a[j] * c[j] - a[j + half] * s[j];
+        o[j + half] = a[j + half] * c[j] + a[j] * s[j];
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 at::Tensor Rope::apply(const at::Tensor& x, const at::Tensor& positions) const {
+  if (x.device().is_cpu() && x.scalar_type() == at::kFloat && x.dim() == 3 && x.size(-1) % 2 == 0 && !x.requires_grad() &&
+      positions.device().is_cpu() && positions.scalar_type() == at::kLong && cos_table_.device().is_cpu() &&
+      (positions.dim() == 1 || (positions.dim() == 2 && positions.size(0) == x.size(0))) && positions.size(-1) == x.size(1)) {
+    at::Tensor rotated = rotate_from_table(x, positions, cos_table_, sin_table_);
+    if (rotated.defined()) return rotated;
+  }
   const int64_t half = x.size(-1) / 2;
   at::Tensor cos, sin;
   const bool in_table = positions.numel() > 0 && positions.min().item<int64_t>() >= 0 && positions.max().item<int64_t>() < table_size_;

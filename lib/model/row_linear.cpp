@@ -1,6 +1,7 @@
 #include "model/row_linear.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "core/error.h"
@@ -18,50 +19,60 @@
 namespace kvscope {
 namespace {
 
-constexpr int kLanes = 16;
-constexpr int kMaxBlock = 4;  // rows of x sharing one pass over a weight row
+constexpr int kLanes = 8;
+constexpr int kMaxRows = 2;   // weight rows sharing one pass over the x rows
+constexpr int kMaxBlock = 4;  // x rows sharing one pass over the weight rows
 
-// Generic: the same lane structure and reduction tree as the AVX2 path, in scalar code.
-template <int NB>
-void dots_generic(const float* w, const float* const* x, int64_t K, float* out) {
-  float acc[NB][kLanes] = {};
+// Every dot product w.x is 8 interleaved partial sums over k (lane j takes k = j mod 8),
+// reduced as ((0+4) + (2+6)) + ((1+5) + (3+7)), then the k % 8 tail added in order.
+// Blocking NR weight rows by NB x rows only shares loads: each (row, x) pair sees the same
+// operations in the same order whatever NR and NB are.
+
+// Generic: the same lanes and reduction tree as the AVX2 path, in scalar code.
+template <int NR, int NB>
+void dots_generic(const float* const* w, const float* const* x, int64_t K, float (*out)[kMaxBlock]) {
+  float acc[NR][NB][kLanes] = {};
   int64_t k = 0;
   for (; k + kLanes <= K; k += kLanes) {
-    for (int b = 0; b < NB; ++b) {
-      for (int j = 0; j < kLanes; ++j) acc[b][j] = acc[b][j] + w[k + j] * x[b][k + j];
-    }
+    for (int r = 0; r < NR; ++r)
+      for (int b = 0; b < NB; ++b)
+        for (int j = 0; j < kLanes; ++j) acc[r][b][j] = acc[r][b][j] + w[r][k + j] * x[b][k + j];
   }
-  for (int b = 0; b < NB; ++b) {
-    float s8[8], s4[4];
-    for (int j = 0; j < 8; ++j) s8[j] = acc[b][j] + acc[b][j + 8];
-    for (int j = 0; j < 4; ++j) s4[j] = s8[j] + s8[j + 4];
-    float r = (s4[0] + s4[2]) + (s4[1] + s4[3]);
-    for (int64_t t = k; t < K; ++t) r = r + w[t] * x[b][t];
-    out[b] = r;
+  for (int r = 0; r < NR; ++r) {
+    for (int b = 0; b < NB; ++b) {
+      float s4[4];
+      for (int j = 0; j < 4; ++j) s4[j] = acc[r][b][j] + acc[r][b][j + 4];
+      float v = (s4[0] + s4[2]) + (s4[1] + s4[3]);
+      for (int64_t t = k; t < K; ++t) v = v + w[r][t] * x[b][t];
+      out[r][b] = v;
+    }
   }
 }
 
 #if KVSCOPE_HAVE_AVX2_KERNEL
-template <int NB>
-__attribute__((target("avx2,fma"))) void dots_avx2(const float* w, const float* const* x, int64_t K, float* out) {
-  __m256 lo[NB], hi[NB];
-  for (int b = 0; b < NB; ++b) lo[b] = hi[b] = _mm256_setzero_ps();
+template <int NR, int NB>
+__attribute__((target("avx2,fma"))) void dots_avx2(const float* const* w, const float* const* x, int64_t K, float (*out)[kMaxBlock]) {
+  __m256 acc[NR][NB];
+  for (int r = 0; r < NR; ++r)
+    for (int b = 0; b < NB; ++b) acc[r][b] = _mm256_setzero_ps();
   int64_t k = 0;
   for (; k + kLanes <= K; k += kLanes) {
-    const __m256 wl = _mm256_loadu_ps(w + k), wh = _mm256_loadu_ps(w + k + 8);
+    __m256 wv[NR];
+    for (int r = 0; r < NR; ++r) wv[r] = _mm256_loadu_ps(w[r] + k);
     for (int b = 0; b < NB; ++b) {
-      lo[b] = _mm256_fmadd_ps(wl, _mm256_loadu_ps(x[b] + k), lo[b]);
-      hi[b] = _mm256_fmadd_ps(wh, _mm256_loadu_ps(x[b] + k + 8), hi[b]);
+      const __m256 xv = _mm256_loadu_ps(x[b] + k);
+      for (int r = 0; r < NR; ++r) acc[r][b] = _mm256_fmadd_ps(wv[r], xv, acc[r][b]);
     }
   }
-  for (int b = 0; b < NB; ++b) {
-    const __m256 s8 = _mm256_add_ps(lo[b], hi[b]);
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));          // lanes 0+2, 1+3
-    s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 0x55));  // (0+2) + (1+3)
-    float r = _mm_cvtss_f32(s4);
-    for (int64_t t = k; t < K; ++t) r = r + w[t] * x[b][t];
-    out[b] = r;
+  for (int r = 0; r < NR; ++r) {
+    for (int b = 0; b < NB; ++b) {
+      __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc[r][b]), _mm256_extractf128_ps(acc[r][b], 1));  // j + (j+4)
+      s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));                                                      // (0+2), (1+3)
+      s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 0x55));
+      float v = _mm_cvtss_f32(s4);
+      for (int64_t t = k; t < K; ++t) v = v + w[r][t] * x[b][t];
+      out[r][b] = v;
+    }
   }
 }
 
@@ -71,24 +82,91 @@ bool cpu_has_avx2_fma() {
 }
 #endif
 
-using DotsFn = void (*)(const float*, const float* const*, int64_t, float*);
+// out[d] = sum_s p[s] * m[s, d], in order of s.
+void weighted_sum_generic(const float* p, const float* m, int64_t S, int64_t D, float* out) {
+  for (int64_t d = 0; d < D; ++d) out[d] = 0.0f;
+  for (int64_t s = 0; s < S; ++s) {
+    const float ps = p[s];
+    const float* row = m + s * D;
+    for (int64_t d = 0; d < D; ++d) out[d] = out[d] + ps * row[d];
+  }
+}
+
+#if KVSCOPE_HAVE_AVX2_KERNEL
+__attribute__((target("avx2,fma"))) void weighted_sum_avx2(const float* p, const float* m, int64_t S, int64_t D, float* out) {
+  int64_t d0 = 0;
+  // 64 columns at a time keep eight accumulators in registers across the whole sum.
+  for (; d0 + 64 <= D; d0 += 64) {
+    __m256 acc[8];
+    for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
+    for (int64_t s = 0; s < S; ++s) {
+      const __m256 ps = _mm256_set1_ps(p[s]);
+      const float* row = m + s * D + d0;
+      for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(ps, _mm256_loadu_ps(row + 8 * j), acc[j]);
+    }
+    for (int j = 0; j < 8; ++j) _mm256_storeu_ps(out + d0 + 8 * j, acc[j]);
+  }
+  for (; d0 + 8 <= D; d0 += 8) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t s = 0; s < S; ++s) acc = _mm256_fmadd_ps(_mm256_set1_ps(p[s]), _mm256_loadu_ps(m + s * D + d0), acc);
+    _mm256_storeu_ps(out + d0, acc);
+  }
+  for (; d0 < D; ++d0) {
+    float acc = 0.0f;
+    for (int64_t s = 0; s < S; ++s) acc = std::fma(p[s], m[s * D + d0], acc);
+    out[d0] = acc;
+  }
+}
+#endif
+
+using DotsFn = void (*)(const float* const*, const float* const*, int64_t, float (*)[kMaxBlock]);
 
 struct Kernels {
-  DotsFn by_width[kMaxBlock + 1];
+  DotsFn by_shape[kMaxRows + 1][kMaxBlock + 1];
 };
 
-Kernels generic_kernels() { return {{nullptr, dots_generic<1>, dots_generic<2>, dots_generic<3>, dots_generic<4>}}; }
+template <template <int, int> class Pick>
+Kernels kernel_table() {
+  return {{{nullptr, nullptr, nullptr, nullptr, nullptr},
+           {nullptr, Pick<1, 1>::fn, Pick<1, 2>::fn, Pick<1, 3>::fn, Pick<1, 4>::fn},
+           {nullptr, Pick<2, 1>::fn, Pick<2, 2>::fn, Pick<2, 3>::fn, Pick<2, 4>::fn}}};
+}
+
+template <int NR, int NB>
+struct PickGeneric {
+  static constexpr DotsFn fn = dots_generic<NR, NB>;
+};
+#if KVSCOPE_HAVE_AVX2_KERNEL
+template <int NR, int NB>
+struct PickAvx2 {
+  static constexpr DotsFn fn = dots_avx2<NR, NB>;
+};
+#endif
 
 Kernels pick_kernels(RowKernelIsa isa) {
 #if KVSCOPE_HAVE_AVX2_KERNEL
-  if (isa == RowKernelIsa::Auto && cpu_has_avx2_fma())
-    return {{nullptr, dots_avx2<1>, dots_avx2<2>, dots_avx2<3>, dots_avx2<4>}};
+  if (isa == RowKernelIsa::Auto && cpu_has_avx2_fma()) return kernel_table<PickAvx2>();
 #endif
   (void)isa;
-  return generic_kernels();
+  return kernel_table<PickGeneric>();
 }
 
 }  // namespace
+
+at::Tensor weighted_row_sum(const at::Tensor& p_in, const at::Tensor& m, RowKernelIsa isa) {
+  if (!row_linear_supported(m)) fail("weighted_row_sum: needs a contiguous float32 CPU matrix");
+  if (p_in.dim() != 2 || p_in.size(1) != m.size(0)) fail("weighted_row_sum: p must be [rows, ", m.size(0), "]");
+  const at::Tensor p = p_in.to(at::kFloat).contiguous();
+  const int64_t G = p.size(0), S = p.size(1), D = m.size(1);
+  at::Tensor y = at::empty({G, D}, p.options());
+  auto fn = weighted_sum_generic;
+#if KVSCOPE_HAVE_AVX2_KERNEL
+  if (isa == RowKernelIsa::Auto && cpu_has_avx2_fma()) fn = weighted_sum_avx2;
+#endif
+  (void)isa;
+  for (int64_t g = 0; g < G; ++g) fn(p.data_ptr<float>() + g * S, m.data_ptr<float>(), S, D, y.data_ptr<float>() + g * D);
+  return y;
+}
 
 const char* row_linear_isa() {
 #if KVSCOPE_HAVE_AVX2_KERNEL
@@ -119,16 +197,18 @@ at::Tensor row_linear(const at::Tensor& x_in, const at::Tensor& weight, const at
   // Enough weight rows per slice that a slice outlasts the cost of handing it to a thread.
   const int64_t grain = std::max<int64_t>(16, 16384 / std::max<int64_t>(K, 1));
   parallel_rows(N, grain, [&](int64_t begin, int64_t end) {
+    const float* ws[kMaxRows];
     const float* xs[kMaxBlock];
-    float dots[kMaxBlock];
-    for (int64_t n = begin; n < end; ++n) {
-      const float* w = W + n * K;
-      const float add = bias_data ? bias_data[n] : 0.0f;
+    float dots[kMaxRows][kMaxBlock];
+    for (int64_t n0 = begin; n0 < end; n0 += kMaxRows) {
+      const int rows = static_cast<int>(std::min<int64_t>(kMaxRows, end - n0));
+      for (int r = 0; r < rows; ++r) ws[r] = W + (n0 + r) * K;
       for (int64_t b0 = 0; b0 < B; b0 += kMaxBlock) {
         const int width = static_cast<int>(std::min<int64_t>(kMaxBlock, B - b0));
         for (int j = 0; j < width; ++j) xs[j] = X + (b0 + j) * K;
-        kernels.by_width[width](w, xs, K, dots);
-        for (int j = 0; j < width; ++j) Y[(b0 + j) * N + n] = bias_data ? dots[j] + add : dots[j];
+        kernels.by_shape[rows][width](ws, xs, K, dots);
+        for (int r = 0; r < rows; ++r)
+          for (int j = 0; j < width; ++j) Y[(b0 + j) * N + n0 + r] = bias_data ? dots[r][j] + bias_data[n0 + r] : dots[r][j];
       }
     }
   });

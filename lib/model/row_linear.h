@@ -5,8 +5,8 @@
 // BLAS gemm is not: OpenBLAS picks different kernels and blockings for different row
 // counts (measured: rows of a 16-row product differ from the same rows computed alone),
 // so a batched sweep would not reproduce a one-at-a-time run. Here every output element is
-// a dot product with one fixed summation order: 16 interleaved partial sums over k, a fixed
-// reduction tree, then the k % 16 tail in order. Rows only change how many dot products
+// a dot product with one fixed summation order: 8 interleaved partial sums over k, a fixed
+// reduction tree, then the k % 8 tail in order. Rows only change how many dot products
 // share one pass over the weights, which is what makes a batch cheaper than its runs alone.
 #include <ATen/ATen.h>
 
@@ -22,6 +22,11 @@ bool row_linear_supported(const at::Tensor& weight);
 // worker pool (per-element order does not depend on the split).
 at::Tensor row_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {},
                       RowKernelIsa isa = RowKernelIsa::Auto);
+
+// p [G, S] times m [S, D] -> [G, D] (float32, CPU, m contiguous): each output row is
+// sum_s p[g, s] * m[s, :] accumulated in order of s, so again independent of G. Decode
+// attention uses it for probabilities times values.
+at::Tensor weighted_row_sum(const at::Tensor& p, const at::Tensor& m, RowKernelIsa isa = RowKernelIsa::Auto);
 
 // The instruction set Auto resolves to on this machine ("avx2-fma" or "generic").
 const char* row_linear_isa();
