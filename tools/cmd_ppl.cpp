@@ -204,6 +204,7 @@ Command register_ppl(CLI::App& app) {
                    format_bytes(memory.available_bytes), " is allowed; --batch ", fits, " fits");
             }
 
+            prov.batch = batch_used;
             auto to_ppl_run = [&](size_t j, RunOutput&& r) {
               const RunConfig& rc = *jobs[j].config;
               PplRun run;

@@ -94,6 +94,7 @@ void write_ppl_results(const std::string& path, const std::vector<PplRun>& runs,
     root.set_attr("sinks", p.sinks);
     root.set_attr("recent", p.recent);
     root.set_attr("seed", static_cast<int64_t>(p.seed));
+    root.set_attr("batch", p.batch);
     std::string sources;
     for (const auto& s : p.sources) sources += (sources.empty() ? "" : "\n") + s;
     root.set_attr("sources", sources);

@@ -45,6 +45,7 @@ struct PplProvenance {
   int64_t window = 0, stride = 0, sinks = 0, recent = -1;
   uint64_t seed = 0;
   std::vector<std::string> sources;
+  int64_t batch = 1;  // runs stepped together; results do not depend on it
 };
 
 void write_ppl_results(const std::string& path, const std::vector<PplRun>& runs, const PplProvenance& provenance,

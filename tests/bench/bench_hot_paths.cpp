@@ -20,7 +20,7 @@ namespace {
 const LlamaModel& model_30m() {
   static const LlamaModel* model = [] {
     configure_threads(0, 0);
-    RandomModelSpec spec;  // 30 M: 8 layers, hidden 512, 8/2 heads, vocab 32000
+    RandomModelSpec spec;  // 55 M: 8 layers, hidden 512, 8/2 heads, vocab 32000
     spec.vocab_size = 32000;
     spec.hidden_size = 512;
     spec.intermediate_size = 1376;
@@ -91,7 +91,7 @@ BENCHMARK_CAPTURE(BM_DecodeBatch, together, true)->Arg(1)->Arg(4)->Arg(16)->Arg(
 BENCHMARK_CAPTURE(BM_DecodeBatch, one_at_a_time, false)->Arg(4)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // The cache alone: append one token and observe one attention row per layer, with the
-// 30 M model's shapes (8 layers, 8 heads, 2 KV heads, head_dim 64) at a full budget.
+// 55 M model's shapes (8 layers, 8 heads, 2 KV heads, head_dim 64) at a full budget.
 void BM_CacheStep(benchmark::State& state, const std::string& policy) {
   const int64_t budget = state.range(0), L = 8, H = 8, KV = 2, hd = 64;
   ModelConfig rc;
@@ -124,7 +124,7 @@ BENCHMARK_CAPTURE(BM_CacheStep, weightedkv, std::string("weightedkv"))->Arg(1024
 
 // One linear layer for B rows: kvscope's batch-invariant kernel against BLAS (B mv calls, as
 // B runs decoded one at a time would make; one mm, as a batch would without invariance).
-// Shapes of the 30 M model's MLP up projection (1376 x 512) and its LM head (32000 x 512).
+// Shapes of the 55 M model's MLP up projection (1376 x 512) and its LM head (32000 x 512).
 enum class Linear { RowKernel, MvEach, Mm };
 void BM_Linear(benchmark::State& state, Linear how) {
   configure_threads(0, 0);
