@@ -20,7 +20,7 @@ namespace kvscope {
 namespace {
 
 constexpr int kLanes = 8;
-constexpr int kMaxRows = 2;   // weight rows sharing one pass over the x rows
+constexpr int kMaxRows = 3;   // weight rows sharing one pass over the x rows
 constexpr int kMaxBlock = 4;  // x rows sharing one pass over the weight rows
 
 // Every dot product w.x is 8 interleaved partial sums over k (lane j takes k = j mod 8),
@@ -129,7 +129,8 @@ template <template <int, int> class Pick>
 Kernels kernel_table() {
   return {{{nullptr, nullptr, nullptr, nullptr, nullptr},
            {nullptr, Pick<1, 1>::fn, Pick<1, 2>::fn, Pick<1, 3>::fn, Pick<1, 4>::fn},
-           {nullptr, Pick<2, 1>::fn, Pick<2, 2>::fn, Pick<2, 3>::fn, Pick<2, 4>::fn}}};
+           {nullptr, Pick<2, 1>::fn, Pick<2, 2>::fn, Pick<2, 3>::fn, Pick<2, 4>::fn},
+           {nullptr, Pick<3, 1>::fn, Pick<3, 2>::fn, Pick<3, 3>::fn, Pick<3, 4>::fn}}};
 }
 
 template <int NR, int NB>
