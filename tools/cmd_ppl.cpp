@@ -70,7 +70,7 @@ Command register_ppl(CLI::App& app) {
                 "record, for every eviction or merge, the exact change of each affected head's attention output at that step");
   cmd->add_option("--batch", batch,
                   "runs decoded together in one forward step (default: all runs up to 32, within --max-memory); "
-                  "results are identical for every batch size")
+                  "per-token results are identical for every batch size on CPU in float32")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--max-memory", max_memory, "memory the sweep may use, e.g. 8G (default: 90% of the free memory)");
   cmd->add_flag("--resume", resume, "continue an interrupted sweep from OUT.resume.h5, skipping the runs it finished");
