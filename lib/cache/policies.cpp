@@ -53,7 +53,7 @@ class StreamingPolicy : public SplitPolicy {
  public:
   using SplitPolicy::SplitPolicy;
   void decide(int, const std::vector<HeadState>& heads, const KeySource&, std::vector<Decision>& out) override {
-    for (size_t h = 0; h < heads.size(); ++h) out[h] = Decision{Decision::Drop, middle(heads[h]).begin};
+    for (size_t h = 0; h < heads.size(); ++h) out[h] = Decision::drop(middle(heads[h]).begin);
   }
 };
 
@@ -63,7 +63,7 @@ class H2OPolicy : public SplitPolicy {
   void decide(int, const std::vector<HeadState>& heads, const KeySource&, std::vector<Decision>& out) override {
     for (size_t h = 0; h < heads.size(); ++h) {
       const HeadState& s = heads[h];
-      out[h] = Decision{Decision::Drop, argmin(middle(s), [&](int i) { return s.acc[s.order[i]]; })};
+      out[h] = Decision::drop(argmin(middle(s), [&](int i) { return s.acc[s.order[i]]; }));
     }
   }
 };
@@ -79,7 +79,7 @@ class TovaPolicy : public SplitPolicy {
       for (const HeadState& s : heads) total += s.current_mean[s.order[i]];
       return total / static_cast<double>(heads.size());
     });
-    for (size_t h = 0; h < heads.size(); ++h) out[h] = Decision{Decision::Drop, j};
+    for (size_t h = 0; h < heads.size(); ++h) out[h] = Decision::drop(j);
   }
 };
 
@@ -90,7 +90,7 @@ class KnormPolicy : public SplitPolicy {
   void decide(int, const std::vector<HeadState>& heads, const KeySource&, std::vector<Decision>& out) override {
     for (size_t h = 0; h < heads.size(); ++h) {
       const HeadState& s = heads[h];
-      out[h] = Decision{Decision::Drop, argmin(middle(s), [&](int i) { return -static_cast<double>(s.key_norm[s.order[i]]); })};
+      out[h] = Decision::drop(argmin(middle(s), [&](int i) { return -static_cast<double>(s.key_norm[s.order[i]]); }));
     }
   }
 
@@ -105,7 +105,7 @@ class RandomPolicy : public SplitPolicy {
   void decide(int, const std::vector<HeadState>& heads, const KeySource&, std::vector<Decision>& out) override {
     for (size_t h = 0; h < heads.size(); ++h) {
       const Region r = middle(heads[h]);
-      out[h] = Decision{Decision::Drop, r.begin + static_cast<int>(rng_() % static_cast<uint64_t>(r.end - r.begin))};
+      out[h] = Decision::drop(r.begin + static_cast<int>(rng_() % static_cast<uint64_t>(r.end - r.begin)));
     }
   }
 
@@ -123,7 +123,7 @@ class CamPolicy : public SplitPolicy {
     for (size_t h = 0; h < heads.size(); ++h) {
       const HeadState& s = heads[h];
       const int j = middle(s).begin;
-      Decision d{Decision::Drop, j};
+      Decision d = Decision::drop(j);
       double mean_target = 0;
       for (int t = j + 1; t < static_cast<int>(s.order.size()) && t <= j + n_; ++t) {
         d.targets.push_back(t);
@@ -168,7 +168,7 @@ class WeightedKvPolicy : public SplitPolicy {
         return s.acc[slot] / static_cast<double>(std::max<int64_t>(1, s.count[slot]));
       });
       if (!merge_) {
-        out[h] = Decision{Decision::Drop, j};
+        out[h] = Decision::drop(j);
         continue;
       }
       const int recv = receiver_index(static_cast<int>(h), s, j, keys);
@@ -184,7 +184,7 @@ class WeightedKvPolicy : public SplitPolicy {
         c.key_r = &kr;
       }
       const double w = std::clamp(weighting_->weight(c), 0.0, 1.0);
-      out[h] = Decision{Decision::ConvexMerge, j, recv, w};
+      out[h] = Decision::convex_merge(j, recv, w);
     }
   }
 

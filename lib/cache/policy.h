@@ -32,6 +32,20 @@ struct Decision {
   double weight = 0.0;    // ConvexMerge: V[r] = w V[j] + (1-w) V[r]
   std::vector<int> targets;  // AdditiveMerge: indices into order, each V[t] += scale V[j]
   double scale = 0.0;
+
+  static Decision drop(int victim) {
+    Decision d;
+    d.kind = Drop;
+    d.victim = victim;
+    return d;
+  }
+  static Decision convex_merge(int victim, int receiver, double weight) {
+    Decision d = drop(victim);
+    d.kind = ConvexMerge;
+    d.receiver = receiver;
+    d.weight = weight;
+    return d;
+  }
 };
 
 struct PolicyOptions {
