@@ -3,8 +3,8 @@
 # model (data/models/tinybooks): dump -> spectrum -> l2corr -> perplexity sweep (every
 # policy, three budgets) -> perturbation -> figures, then prints a summary.
 #
-#   bash scripts/study.sh            full study (~10 min on 2 cores); figures go to figures/
-#   bash scripts/study.sh --quick    small version (~2 min); figures go to the results directory
+#   bash scripts/study.sh            full study (~2 min on 2 cores); figures go to figures/
+#   bash scripts/study.sh --quick    small version (~30 s); figures go to the results directory
 #
 # Options: --model DIR (another Hugging Face model), --results-root DIR (default results/),
 # --no-setup (skip install/build). The held-out text is the Epistles of the King James Bible
