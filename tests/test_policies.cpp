@@ -12,6 +12,7 @@
 #include <random>
 
 #include "cache/policy_cache.h"
+#include "model/rope.h"
 #include "core/error.h"
 #include "eval/ppl.h"
 #include "eval/ppl_results.h"
@@ -485,6 +486,51 @@ TEST(PplResume, ContinuesFromFinishedRuns) {
   auto mismatch = testing::run_kvscope(with_out((dir / "x.h5").string(), {"--resume", "--sinks", "2"}));
   EXPECT_EQ(mismatch.code, 1);
   EXPECT_NE(mismatch.err.find("sinks 4, this sweep has 2"), std::string::npos) << mismatch.err;
+}
+
+}  // namespace
+}  // namespace kvscope
+
+namespace kvscope {
+namespace {
+
+// A decode step's attention bookkeeping on the host (a loop over float probabilities) equals
+// the tensor path (taken for float64 probabilities) exactly, for every aggregation, through
+// evictions; so decisions never depend on which path ran.
+TEST(PolicyCacheObserve, DecodeLoopEqualsTensorPath) {
+  ModelConfig mc;
+  mc.head_dim = 8;
+  mc.max_position_embeddings = 512;
+  const Rope rope(mc, at::kCPU);
+  at::manual_seed(11);
+  for (const auto aggregation : {AttentionAggregation::Mean, AttentionAggregation::Sum, AttentionAggregation::Max}) {
+    const PolicyCacheConfig cfg{2, 6, 2, 8, at::kFloat, at::kCPU, PositionMode::Original, aggregation};
+    PolicyOptions po;
+    po.budget = 10;
+    po.sinks = 2;
+    PolicyCache loop(cfg, std::shared_ptr<CachePolicy>(make_policy("h2o", po)), rope, 10);
+    PolicyCache tensors(cfg, std::shared_ptr<CachePolicy>(make_policy("h2o", po)), rope, 10);
+    for (int64_t step = 0; step < 40; ++step) {
+      const at::Tensor k = at::randn({2, 1, 8}), v = at::randn({2, 1, 8}), pos = at::full({1}, step, at::kLong);
+      for (int layer = 0; layer < 2; ++layer) {
+        const AttentionInputs a = loop.append(layer, NewEntries{k, k, v, pos});
+        tensors.append(layer, NewEntries{k, k, v, pos});
+        const at::Tensor probs = at::softmax(at::randn({6, 1, a.keys.size(1)}), -1);
+        loop.observe_attention(layer, probs);
+        tensors.observe_attention(layer, probs.to(at::kDouble));
+        for (int h = 0; h < 2; ++h) {
+          const HeadState &x = loop.head_state(layer, h), &y = tensors.head_state(layer, h);
+          ASSERT_EQ(x.order, y.order) << "step " << step;
+          for (int32_t slot : x.order) {
+            ASSERT_EQ(x.acc[slot], y.acc[slot]) << "step " << step;
+            ASSERT_EQ(x.current[slot], y.current[slot]);
+            ASSERT_EQ(x.current_mean[slot], y.current_mean[slot]);
+            ASSERT_EQ(x.count[slot], y.count[slot]);
+          }
+        }
+      }
+    }
+  }
 }
 
 }  // namespace

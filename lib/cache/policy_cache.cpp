@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <numeric>
 
 #include "core/error.h"
@@ -156,6 +157,38 @@ void PolicyCache::observe_attention(int layer_index, const at::Tensor& probs) {
   Layer& l = layers_[layer_index];
   const int64_t KV = config_.num_kv_heads, H = config_.num_heads, group = H / KV;
   const int64_t T = probs.size(1), S = probs.size(2);
+  if (T == 1 && probs.device().is_cpu() && probs.scalar_type() == at::kFloat) {
+    // A decode step on the host: the tensor path's float64 arithmetic (group members summed
+    // in order, the mean as that sum divided by the group size), without its temporaries.
+    const at::Tensor p = probs.contiguous();
+    const float* rows = p.data_ptr<float>();  // [H, S]
+    for (int64_t h = 0; h < KV; ++h) {
+      HeadState& st = l.heads[h];
+      for (int32_t slot : st.order) {
+        double sum = 0.0, largest = -std::numeric_limits<double>::infinity();
+        for (int64_t g = 0; g < group; ++g) {
+          const double x = static_cast<double>(rows[(h * group + g) * S + slot]);
+          sum += x;
+          largest = std::max(largest, x);
+        }
+        const double mean = sum / static_cast<double>(group);
+        const double agg = config_.aggregation == AttentionAggregation::Mean ? mean
+                           : config_.aggregation == AttentionAggregation::Sum ? sum : largest;
+        st.acc[slot] += agg;
+        st.current[slot] = agg;
+        st.current_mean[slot] = mean;
+        st.count[slot] += 1;  // one query, and every kept token (the new one too) is visible to it
+      }
+    }
+  } else {
+    observe_attention_tensors(l, probs);
+  }
+  decide_and_apply(layer_index, probs);
+}
+
+void PolicyCache::observe_attention_tensors(Layer& l, const at::Tensor& probs) {
+  const int64_t KV = config_.num_kv_heads, H = config_.num_heads, group = H / KV;
+  const int64_t T = probs.size(1), S = probs.size(2);
   // Aggregated in float64 so decisions do not hinge on float32 summation order.
   const at::Tensor grouped = probs.view({KV, group, T, S}).to(at::kDouble);
   at::Tensor agg;
@@ -182,6 +215,11 @@ void PolicyCache::observe_attention(int layer_index, const at::Tensor& probs) {
       s.count[slot] += s.position[slot] < first_new ? T : T - (s.position[slot] - first_new);
     }
   }
+}
+
+void PolicyCache::decide_and_apply(int layer_index, const at::Tensor& probs) {
+  Layer& l = layers_[layer_index];
+  const int64_t KV = config_.num_kv_heads;
   if (!policy_->compresses_layer(layer_index)) return;
   const int64_t n = size(layer_index);
   if (n <= budget_) return;

@@ -84,6 +84,8 @@ class PolicyCache final : public KvCache {
   PolicyCache(const PolicyCache&) = default;  // only clone() copies
   void grow(Layer& l, int64_t needed);
   void apply(int layer, const std::vector<Decision>& decisions);
+  void observe_attention_tensors(Layer& l, const at::Tensor& probabilities);
+  void decide_and_apply(int layer, const at::Tensor& probabilities);
 
   PolicyCacheConfig config_;
   std::shared_ptr<CachePolicy> policy_;
