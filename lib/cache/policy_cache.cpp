@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <limits>
 #include <numeric>
 
@@ -124,11 +125,29 @@ AttentionInputs PolicyCache::append(int layer_index, const NewEntries& e) {
     if (l.heads[h].order.size() != static_cast<size_t>(l.used)) fail("internal: cache slots out of step with the token count");
   }
 
-  const at::Tensor hi = long_tensor(head_idx, config_.device), si = long_tensor(slot_idx, config_.device);
   const at::Tensor& keys_in = config_.positions == PositionMode::Original ? e.k : e.k_pre_rope;
-  l.k.index_put_({hi, si}, keys_in.reshape({KV * T, config_.head_dim}));
-  l.v.index_put_({hi, si}, e.v.reshape({KV * T, config_.head_dim}));
-  l.pos.index_put_({hi, si}, e.positions.repeat({KV}));
+  if (config_.device.is_cpu()) {
+    // On the host each new row is one copy into its slot; three index_put_ calls with their
+    // index tensors cost more than the copies themselves at decode time.
+    const at::Tensor keys = keys_in.to(l.k.scalar_type()).contiguous(), values = e.v.to(l.v.scalar_type()).contiguous();
+    const int64_t cap = l.k.size(1), hd = config_.head_dim, row_bytes = hd * static_cast<int64_t>(l.k.element_size());
+    auto* k_dst = static_cast<char*>(l.k.data_ptr());
+    auto* v_dst = static_cast<char*>(l.v.data_ptr());
+    const auto* k_src = static_cast<const char*>(keys.data_ptr());
+    const auto* v_src = static_cast<const char*>(values.data_ptr());
+    int64_t* pos_dst = l.pos.data_ptr<int64_t>();
+    for (size_t i = 0; i < slot_idx.size(); ++i) {
+      const int64_t h = head_idx[i], t = static_cast<int64_t>(i) % T, to = h * cap + slot_idx[i], from = h * T + t;
+      std::memcpy(k_dst + to * row_bytes, k_src + from * row_bytes, static_cast<size_t>(row_bytes));
+      std::memcpy(v_dst + to * row_bytes, v_src + from * row_bytes, static_cast<size_t>(row_bytes));
+      pos_dst[to] = l.new_positions[static_cast<size_t>(t)];
+    }
+  } else {
+    const at::Tensor hi = long_tensor(head_idx, config_.device), si = long_tensor(slot_idx, config_.device);
+    l.k.index_put_({hi, si}, keys_in.reshape({KV * T, config_.head_dim}));
+    l.v.index_put_({hi, si}, e.v.reshape({KV * T, config_.head_dim}));
+    l.pos.index_put_({hi, si}, e.positions.repeat({KV}));
+  }
 
   const int64_t S = l.used;
   AttentionInputs in;
