@@ -152,11 +152,6 @@ TEST(Alr, MatchesBruteForceAndOracleNeverAboveL2) {
   EXPECT_NEAR(attention_loss_ratio({0.1, 0.2, 0.3, 0.4}, {4, 3, 2, 1}), 0.0, 1e-15);
 }
 
-}  // namespace
-}  // namespace kvscope
-
-namespace kvscope {
-namespace {
 
 std::vector<std::vector<double>> random_rows(int n, int d, std::mt19937_64& rng, double scale) {
   std::normal_distribution<double> g(0, scale);

@@ -157,11 +157,6 @@ TEST_F(BadInput, EveryCommandHasHelp) {
   }
 }
 
-}  // namespace
-}  // namespace kvscope
-
-namespace kvscope {
-namespace {
 
 // Dumps the fuzzer corrupted so that libhdf5 1.10 misbehaves: one loops forever reading a
 // variable-length string from its global heap, one records a 4 GiB chunk so libhdf5 asks
@@ -204,11 +199,6 @@ TEST(BadDump, ReadThatNeverFinishesEndsWithAClearError) {
   EXPECT_FALSE(std::filesystem::exists(dir / "out.h5"));
 }
 
-}  // namespace
-}  // namespace kvscope
-
-namespace kvscope {
-namespace {
 
 TEST(BadRuntime, UnsupportedDtypeOrDeviceIsAClearError) {
   testing::TempDir dir("dtype");

@@ -179,11 +179,6 @@ TEST(Forward, ReducedPrecisionStaysCloseToFloat32) {
   EXPECT_GT((a - b).abs().max().item<double>(), 0.0);   // and really ran in reduced precision
 }
 
-}  // namespace
-}  // namespace kvscope
-
-namespace kvscope {
-namespace {
 
 // The CPU loop that rotates decode tokens equals the tensor expression (which autograd and
 // other devices use) bit for bit, for shared and per-head positions.

@@ -427,11 +427,6 @@ TEST(PplStories, EveryPolicyFiniteOnABook) {
   EXPECT_EQ(std::system(py.c_str()), 0);
 }
 
-}  // namespace
-}  // namespace kvscope
-
-namespace kvscope {
-namespace {
 
 // A sweep interrupted after some runs finished, rerun with --resume, skips those runs and
 // ends with the same results as an uninterrupted sweep.
@@ -488,11 +483,6 @@ TEST(PplResume, ContinuesFromFinishedRuns) {
   EXPECT_NE(mismatch.err.find("sinks 4, this sweep has 2"), std::string::npos) << mismatch.err;
 }
 
-}  // namespace
-}  // namespace kvscope
-
-namespace kvscope {
-namespace {
 
 // A decode step's attention bookkeeping on the host (a loop over float probabilities) equals
 // the tensor path (taken for float64 probabilities) exactly, for every aggregation, through

@@ -49,11 +49,6 @@ TEST(TokenizerReference, BooksParagraphByParagraph) {
   }
 }
 
-}  // namespace
-}  // namespace kvscope
-
-namespace kvscope {
-namespace {
 
 // The embedded model's tokenizer (trained by spm_train) encodes as libsentencepiece does.
 TEST(TokenizerReference, EmbeddedModelTokenizer) {
