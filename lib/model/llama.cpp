@@ -68,11 +68,9 @@ at::Tensor LlamaModel::attention_block(int layer, const at::Tensor& x, const at:
   const at::Tensor q_pre = project(x, w.wq, w.bq, row_invariant);
   const at::Tensor k_pre = project(x, w.wk, w.bk, row_invariant);
   const at::Tensor v = project(x, w.wv, w.bv, row_invariant);
-  if (segments.size() == 1) return project(attend(layer, q_pre, k_pre, v, positions, *segments[0].cache, segments[0].observer), w.wo, {}, row_invariant);
   // Runs attend over their own caches independently, so they are spread over the worker
   // threads; each run's arithmetic is the same whichever thread does it.
   std::vector<at::Tensor> outs(segments.size());
-  const bool threaded = device_.is_cpu();
   auto attend_range = [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const Segment& s = segments[static_cast<size_t>(i)];
@@ -80,9 +78,9 @@ at::Tensor LlamaModel::attention_block(int layer, const at::Tensor& x, const at:
                                             v.narrow(0, s.row, s.length), positions.narrow(0, s.row, s.length), *s.cache, s.observer);
     }
   };
-  if (threaded) parallel_rows(static_cast<int64_t>(segments.size()), 1, attend_range);
+  if (device_.is_cpu()) parallel_rows(static_cast<int64_t>(segments.size()), 1, attend_range);
   else attend_range(0, static_cast<int64_t>(segments.size()));
-  return project(at::cat(outs, 0), w.wo, {}, row_invariant);
+  return project(outs.size() == 1 ? outs[0] : at::cat(outs, 0), w.wo, {}, row_invariant);
 }
 
 at::Tensor LlamaModel::attend(int layer, const at::Tensor& q_rows, const at::Tensor& k_rows, const at::Tensor& v_rows,
@@ -182,8 +180,8 @@ at::Tensor LlamaModel::forward_step(const std::vector<DecodeSlot>& slots, Logits
     tokens.push_back(s.token);
     positions.push_back(s.position);
   }
-  const auto on_device = at::TensorOptions().dtype(at::kLong);
-  const at::Tensor h = run_layers(at::tensor(tokens, on_device).to(device_), at::tensor(positions, on_device).to(device_), segments,
+  const auto host_long = at::TensorOptions().dtype(at::kLong);
+  const at::Tensor h = run_layers(at::tensor(tokens, host_long).to(device_), at::tensor(positions, host_long).to(device_), segments,
                                   /*row_invariant=*/true);
   if (logits == Logits::None) return {};
   return project(rms_norm(h, weights_.final_norm), weights_.lm_head, {}, true).to(at::kFloat);

@@ -76,11 +76,18 @@ __attribute__((target("avx2,fma"))) void dots_avx2(const float* const* w, const 
   }
 }
 
-bool cpu_has_avx2_fma() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
 #endif
+
+// Whether `isa` resolves to the AVX2/FMA kernels on this machine.
+bool use_avx2(RowKernelIsa isa) {
+#if KVSCOPE_HAVE_AVX2_KERNEL
+  static const bool cpu_has_avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return isa == RowKernelIsa::Auto && cpu_has_avx2_fma;
+#else
+  (void)isa;
+  return false;
+#endif
+}
 
 // out[d] = sum_s p[s] * m[s, d], in order of s.
 void weighted_sum_generic(const float* p, const float* m, int64_t S, int64_t D, float* out) {
@@ -146,9 +153,9 @@ struct PickAvx2 {
 
 Kernels pick_kernels(RowKernelIsa isa) {
 #if KVSCOPE_HAVE_AVX2_KERNEL
-  if (isa == RowKernelIsa::Auto && cpu_has_avx2_fma()) return kernel_table<PickAvx2>();
+  if (use_avx2(isa)) return kernel_table<PickAvx2>();
 #endif
-  (void)isa;
+  (void)isa;  // only the generic kernels exist off x86-64
   return kernel_table<PickGeneric>();
 }
 
@@ -162,19 +169,14 @@ at::Tensor weighted_row_sum(const at::Tensor& p_in, const at::Tensor& m, RowKern
   at::Tensor y = at::empty({G, D}, p.options());
   auto fn = weighted_sum_generic;
 #if KVSCOPE_HAVE_AVX2_KERNEL
-  if (isa == RowKernelIsa::Auto && cpu_has_avx2_fma()) fn = weighted_sum_avx2;
+  if (use_avx2(isa)) fn = weighted_sum_avx2;
 #endif
-  (void)isa;
+  (void)isa;  // only the generic kernel exists off x86-64
   for (int64_t g = 0; g < G; ++g) fn(p.data_ptr<float>() + g * S, m.data_ptr<float>(), S, D, y.data_ptr<float>() + g * D);
   return y;
 }
 
-const char* row_linear_isa() {
-#if KVSCOPE_HAVE_AVX2_KERNEL
-  if (cpu_has_avx2_fma()) return "avx2-fma";
-#endif
-  return "generic";
-}
+const char* row_linear_isa() { return use_avx2(RowKernelIsa::Auto) ? "avx2-fma" : "generic"; }
 
 bool row_linear_supported(const at::Tensor& weight) {
   return weight.device().is_cpu() && weight.scalar_type() == at::kFloat && weight.dim() == 2 && weight.is_contiguous();
