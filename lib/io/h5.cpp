@@ -289,41 +289,58 @@ void Dataset::write_impl(const std::vector<int64_t>& offset, const std::vector<i
   check(H5Dwrite(h_.id(), mem_type, ms.id(), fs.id(), H5P_DEFAULT, data), file_, "write " + path_);
 }
 
-void Dataset::check_chunks() const {
+void Dataset::check_chunks(const std::vector<int64_t>& offset, const std::vector<int64_t>& count) const {
   // libhdf5 allocates a chunk's buffer from the size recorded in the chunk index before it
-  // reads anything, so a corrupt index asks for gigabytes. Every chunk must lie inside the
-  // file and be no larger than its uncompressed extent plus deflate's worst-case overhead.
+  // reads anything, so a corrupt index asks for gigabytes. Every chunk a read touches must
+  // lie inside the file and be no larger than its uncompressed extent plus deflate's
+  // worst-case overhead. Only those chunks are looked up: a read of one head costs lookups
+  // in proportion to what it reads, not to the whole dataset.
   Handle plist(H5Dget_create_plist(h_.id()), kPlist);
   if (H5Pget_layout(plist.id()) != H5D_CHUNKED) return;
   const int rank = H5Pget_chunk(plist.id(), 0, nullptr);
-  if (rank <= 0) fail(file_, ": ", path_, " has an unreadable chunk layout (corrupt file?)");
+  if (rank <= 0 || static_cast<size_t>(rank) != offset.size()) fail(file_, ": ", path_, " has an unreadable chunk layout (corrupt file?)");
   std::vector<hsize_t> chunk(static_cast<size_t>(rank));
   H5Pget_chunk(plist.id(), rank, chunk.data());
   Handle type(H5Dget_type(h_.id()), kType);
   double nominal = static_cast<double>(H5Tget_size(type.id()));
-  for (hsize_t c : chunk) nominal *= static_cast<double>(c);
+  for (hsize_t c : chunk) {
+    if (c == 0) fail(file_, ": ", path_, " has an unreadable chunk layout (corrupt file?)");
+    nominal *= static_cast<double>(c);
+  }
   const double largest = nominal * 1.01 + 1024.0;
   hsize_t file_size = 0;
   Handle file(H5Iget_file_id(h_.id()), kFile);
   H5Fget_filesize(file.id(), &file_size);
-  // libhdf5 1.10 refuses H5S_ALL here; the dataset's own space selects every chunk.
-  Handle space(H5Dget_space(h_.id()), kSpace);
-  hsize_t n = 0;
-  if (H5Dget_num_chunks(h_.id(), space.id(), &n) < 0) fail(file_, ": cannot list the chunks of ", path_, " (corrupt file?)");
-  std::vector<hsize_t> at(static_cast<size_t>(rank));
-  for (hsize_t i = 0; i < n; ++i) {
+  // Walk the origins of the chunks covering [offset, offset + count), last axis fastest.
+  std::vector<hsize_t> first(chunk.size()), origin(chunk.size());
+  for (size_t d = 0; d < chunk.size(); ++d) first[d] = origin[d] = static_cast<hsize_t>(offset[d]) / chunk[d] * chunk[d];
+  for (;;) {
     unsigned mask = 0;
-    haddr_t addr = 0;
+    haddr_t addr = HADDR_UNDEF;
     hsize_t size = 0;
-    if (H5Dget_chunk_info(h_.id(), space.id(), i, at.data(), &mask, &addr, &size) < 0 || addr == HADDR_UNDEF ||
-        static_cast<double>(size) > largest || addr > file_size || size > file_size - addr) {
-      fail(file_, ": chunk ", i, " of ", path_, " lies outside the file or claims ", size, " bytes (corrupt file?)");
+    auto at = [&] {
+      std::string text;
+      for (hsize_t o : origin) text += (text.empty() ? "" : ",") + std::to_string(o);
+      return text;
+    };
+    if (H5Dget_chunk_info_by_coord(h_.id(), origin.data(), &mask, &addr, &size) < 0)
+      fail(file_, ": cannot locate the chunk at [", at(), "] of ", path_, " (corrupt file?)");
+    // A chunk never written reads as fill values; nothing is sized from the file for it.
+    if (addr != HADDR_UNDEF && (static_cast<double>(size) > largest || addr > file_size || size > file_size - addr))
+      fail(file_, ": the chunk at [", at(), "] of ", path_, " lies outside the file or claims ", size, " bytes (corrupt file?)");
+    size_t d = chunk.size();
+    while (d > 0) {
+      --d;
+      origin[d] += chunk[d];
+      if (origin[d] < static_cast<hsize_t>(offset[d] + count[d])) break;
+      origin[d] = first[d];
+      if (d == 0) return;
     }
   }
 }
 
 void Dataset::read_impl(const std::vector<int64_t>& offset, const std::vector<int64_t>& count, Id mem_type, void* data) const {
-  check_chunks();
+  check_chunks(offset, count);
   Handle fs(H5Dget_space(h_.id()), kSpace);
   const auto off = to_hsize(offset), cnt = to_hsize(count);
   check(H5Sselect_hyperslab(fs.id(), H5S_SELECT_SET, off.data(), nullptr, cnt.data(), nullptr), file_, "select in " + path_);
@@ -358,21 +375,15 @@ size_t Dataset::checked_element_count(const std::vector<int64_t>& count, size_t 
   return element_count(count);
 }
 
-void Dataset::read_all(std::vector<float>& out) const {
+template <typename T>
+void Dataset::read_all_as(std::vector<T>& out, Id mem_type) const {
   const auto s = shape();
-  out.resize(checked_element_count(s, sizeof(float)));
-  if (!out.empty()) read_impl(std::vector<int64_t>(s.size(), 0), s, H5T_NATIVE_FLOAT, out.data());
+  out.resize(checked_element_count(s, sizeof(T)));
+  if (!out.empty()) read_impl(std::vector<int64_t>(s.size(), 0), s, mem_type, out.data());
 }
-void Dataset::read_all(std::vector<double>& out) const {
-  const auto s = shape();
-  out.resize(checked_element_count(s, sizeof(double)));
-  if (!out.empty()) read_impl(std::vector<int64_t>(s.size(), 0), s, H5T_NATIVE_DOUBLE, out.data());
-}
-void Dataset::read_all(std::vector<int64_t>& out) const {
-  const auto s = shape();
-  out.resize(checked_element_count(s, sizeof(int64_t)));
-  if (!out.empty()) read_impl(std::vector<int64_t>(s.size(), 0), s, H5T_NATIVE_INT64, out.data());
-}
+void Dataset::read_all(std::vector<float>& out) const { read_all_as(out, H5T_NATIVE_FLOAT); }
+void Dataset::read_all(std::vector<double>& out) const { read_all_as(out, H5T_NATIVE_DOUBLE); }
+void Dataset::read_all(std::vector<int64_t>& out) const { read_all_as(out, H5T_NATIVE_INT64); }
 void Dataset::read_block(const std::vector<int64_t>& o, const std::vector<int64_t>& c, std::vector<float>& out) const {
   out.resize(checked_element_count(c, sizeof(float)));
   if (!out.empty()) read_impl(o, c, H5T_NATIVE_FLOAT, out.data());

@@ -88,7 +88,9 @@ class Dataset {
  private:
   void write_impl(const std::vector<int64_t>& offset, const std::vector<int64_t>& count, Id mem_type, const void* data) const;
   void read_impl(const std::vector<int64_t>& offset, const std::vector<int64_t>& count, Id mem_type, void* data) const;
-  void check_chunks() const;
+  void check_chunks(const std::vector<int64_t>& offset, const std::vector<int64_t>& count) const;
+  template <typename T>
+  void read_all_as(std::vector<T>& out, Id mem_type) const;
   size_t checked_element_count(const std::vector<int64_t>& count, size_t element_bytes) const;
   friend class Group;
   Handle h_;
