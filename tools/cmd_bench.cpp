@@ -12,6 +12,7 @@
 #include "commands.h"
 #include "common.h"
 #include "core/error.h"
+#include "core/progress.h"
 #include "core/version.h"
 #include "eval/sweep.h"
 #include "model/row_linear.h"
@@ -25,22 +26,27 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Throughput of a ppl sweep at several batch sizes: every batch size runs the same mix of
-// runs (the eight budgeted policies in turn, at least eight runs) over one document.
-int bench_sweep(const LlamaModel& model, const std::string& batches_text, int64_t tokens, int64_t budget, int repeat) {
-  const ModelConfig& c = model.config();
-  if (tokens > c.max_position_embeddings) fail("--sweep-tokens ", tokens, " exceeds the model's context of ", c.max_position_embeddings);
-  if (budget >= tokens) fail("--sweep-budget must be below --sweep-tokens");
+// "1,4,16,64" -> batch sizes; refused before any model is built or loaded.
+std::vector<int64_t> parse_sweep_batches(const std::string& text) {
   std::vector<int64_t> batches;
-  std::stringstream list(batches_text);
+  std::stringstream list(text);
   for (std::string item; std::getline(list, item, ',');) {
     try {
       batches.push_back(std::stoll(item));
     } catch (...) {
       batches.push_back(0);
     }
-    if (batches.back() <= 0) fail("--sweep '", batches_text, "': expected positive batch sizes, e.g. 1,4,16,64");
+    if (batches.back() <= 0) fail("--sweep '", text, "': expected positive batch sizes, e.g. 1,4,16,64");
   }
+  if (batches.empty()) fail("--sweep '", text, "': expected positive batch sizes, e.g. 1,4,16,64");
+  return batches;
+}
+
+// Throughput of a ppl sweep at several batch sizes: every batch size runs the same mix of
+// runs (the eight budgeted policies in turn, at least eight runs) over one document.
+int bench_sweep(const LlamaModel& model, const std::vector<int64_t>& batches, int64_t tokens, int64_t budget, int repeat) {
+  const ModelConfig& c = model.config();
+  if (tokens > c.max_position_embeddings) fail("--sweep-tokens ", tokens, " exceeds the model's context of ", c.max_position_embeddings);
   std::vector<int64_t> ids(static_cast<size_t>(tokens));
   for (int64_t i = 0; i < tokens; ++i) ids[i] = (i * 7919 + 13) % c.vocab_size;
   const std::vector<Window> windows = make_windows(Protocol::Stream, tokens, 0, 0);
@@ -59,12 +65,21 @@ int bench_sweep(const LlamaModel& model, const std::string& batches_text, int64_
     }
     double best = 1e30;
     int64_t scored = 0;
+    // Every run scores tokens - 1 tokens; progress is throttled, so it costs nothing measurable.
+    Progress progress(concat("sweep batch ", batch), static_cast<int64_t>(runs.size()) * (tokens - 1) * repeat);
+    int64_t reported = 0;
     for (int rep = 0; rep < repeat; ++rep) {
       scored = 0;
       const auto t0 = std::chrono::steady_clock::now();
-      run_sweep(model, runs, batch, [&](int64_t n) { scored += n; }, [](size_t, RunOutput&&) {});
+      run_sweep(model, runs, batch,
+                [&](int64_t n) {
+                  scored += n;
+                  progress.update(reported += n);
+                },
+                [](size_t, RunOutput&&) {});
       best = std::min(best, seconds_since(t0));
     }
+    progress.finish();
     const double rate = static_cast<double>(scored) / best;
     if (baseline == 0) baseline = rate;
     std::printf("sweep      batch %3lld: %3zu runs x %lld tokens (budget %lld): %7.2f s, %8.1f scored tok/s (x%.2f vs batch %lld)\n",
@@ -130,6 +145,11 @@ Command register_bench(CLI::App& app) {
                           secs, 1e3 * secs / count, checksum, first[0]);
               return 0;
             }
+            std::vector<int64_t> sweep_batches;
+            if (!sweep.empty()) {
+              sweep_batches = parse_sweep_batches(sweep);
+              if (sweep_budget >= sweep_tokens) fail("--sweep-budget must be below --sweep-tokens");
+            }
             std::string dir = model_dir;
             std::filesystem::path tmp;
             if (dir.empty()) {
@@ -155,7 +175,7 @@ Command register_bench(CLI::App& app) {
                         c.parameter_count() / 1e6, rt.dtype.c_str(), rt.device.c_str());
             std::printf("machine    %u cores; kvscope %s (%s); row kernel %s; %s\n", std::thread::hardware_concurrency(), version(),
                         git_commit(), row_linear_isa(), library_versions().c_str());
-            if (!sweep.empty()) return bench_sweep(model, sweep, sweep_tokens, sweep_budget, repeat);
+            if (!sweep.empty()) return bench_sweep(model, sweep_batches, sweep_tokens, sweep_budget, repeat);
             double best_prefill = 1e30, best_decode = 1e30;
             for (int r = 0; r < repeat; ++r) {
               FullKvCache cache = model.new_cache(prefill);

@@ -83,9 +83,7 @@ Command register_perturb(CLI::App& app) {
             o.at = at;
             o.steps = steps;
             o.variants.clear();
-            std::stringstream vs(variants);
-            for (std::string v; std::getline(vs, v, ',');) {
-              if (v.empty()) continue;
+            for (const std::string& v : split_list(variants)) {
               if (v != "evict" && v != "none") make_merge_weighting(v);  // unknown names fail here, listing the known ones
               o.variants.push_back(v);
             }

@@ -15,21 +15,6 @@
 #include "io/atomic_output.h"
 
 namespace kvscope::tools {
-namespace {
-
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i <= s.size()) {
-    size_t j = s.find(',', i);
-    if (j == std::string::npos) j = s.size();
-    if (j > i) out.push_back(s.substr(i, j - i));
-    i = j + 1;
-  }
-  return out;
-}
-
-}  // namespace
 
 Command register_ppl(CLI::App& app) {
   auto* cmd = app.add_subcommand("ppl", "Perplexity with a budgeted KV cache: every policy x budget (x weighting) in one sweep");

@@ -167,6 +167,18 @@ void set_command_line(int argc, char** argv) {
   g_command_line = s;
 }
 
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i <= text.size()) {
+    size_t j = text.find(',', i);
+    if (j == std::string::npos) j = text.size();
+    if (j > i) out.push_back(text.substr(i, j - i));
+    i = j + 1;
+  }
+  return out;
+}
+
 int64_t parse_byte_size(const std::string& text, const std::string& option) {
   size_t used = 0;
   double value = -1;

@@ -68,6 +68,9 @@ void write_text_file(const std::string& path, const std::string& text);
 // on corrupt files): KVSCOPE_READ_TIMEOUT, default 60.
 unsigned read_timeout_seconds();
 
+// "a,b,,c" -> {"a", "b", "c"}: comma-separated option values, empty items skipped.
+std::vector<std::string> split_list(const std::string& text);
+
 // "512M", "8G", "1.5GiB", "1000000" (bytes) -> bytes; a clear error otherwise.
 int64_t parse_byte_size(const std::string& text, const std::string& option);
 
