@@ -20,7 +20,7 @@ SCHEMAS = {
     "kvscope.dump": 1,
     "kvscope.spectrum": 1,
     "kvscope.l2corr": 1,
-    "kvscope.ppl": 1,
+    "kvscope.ppl": 2,
     "kvscope.perturb": 2,
 }
 

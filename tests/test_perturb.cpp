@@ -31,7 +31,7 @@ struct Expected {
 };
 
 struct ClosedForms : DecisionObserver {
-  void on_decisions(int layer, const std::vector<HeadState>& heads, const std::vector<Decision>& decisions, const at::Tensor& values,
+  void on_decisions(int layer, const std::vector<HeadCells>& heads, const std::vector<Decision>& decisions, const at::Tensor& values,
                     const at::Tensor& probs) override {
     const int64_t KV = static_cast<int64_t>(heads.size()), group = probs.size(0) / KV;
     for (int64_t h = 0; h < KV; ++h) {
@@ -196,6 +196,117 @@ TEST(PplPerturbationLog, RecordsEveryDecisionWhenOnAndNothingWhenOff) {
       // (80 - 1 - 32) decode steps over budget x 2 layers x 4 query heads
       EXPECT_EQ(rel.size(), static_cast<size_t>((80 - 1 - 32) * 2 * 4));
       for (double x : rel) ASSERT_TRUE(std::isfinite(x) && x >= 0);
+    }
+  }
+}
+
+// Regressions: a merge in a subset of the KV heads used to stop the next step with
+// "cache slots out of step"; the receiver recorded was always the right neighbour.
+class PerturbHeads : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::TempDir("perturb-heads");
+    RandomModelSpec spec;
+    spec.vocab_size = 64;
+    spec.hidden_size = 32;
+    spec.intermediate_size = 40;
+    spec.num_layers = 3;
+    spec.num_heads = 4;
+    spec.num_kv_heads = 2;
+    spec.seed = 8;
+    write_random_model(dir_->path().string(), spec);
+    model_ = new LlamaModel(LlamaModel::load(dir_->path()));
+    for (int i = 0; i < 50; ++i) ids_.push_back((i * 13 + 1) % 64);
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    delete dir_;
+  }
+  static PerturbOptions options(std::vector<int> layers, std::vector<int> heads, MergeReceiver receiver) {
+    PerturbOptions o;
+    o.at = 20;
+    o.steps = 10;
+    o.sinks = 2;
+    o.variants = {"avg-attention", "evict"};
+    o.layers = std::move(layers);
+    o.kv_heads = std::move(heads);
+    o.receiver = receiver;
+    return o;
+  }
+  static inline testing::TempDir* dir_ = nullptr;
+  static inline LlamaModel* model_ = nullptr;
+  static inline std::vector<int64_t> ids_;
+};
+
+TEST_F(PerturbHeads, MergingOneKvHeadLeavesTheOtherExactlyAsItWas) {
+  const auto r = run_perturbation(*model_, ids_, options({0}, {0}, MergeReceiver::Right));
+  const int64_t H = 4, group = 2;
+  for (const auto& v : r.variants) {
+    EXPECT_EQ(v.merged[2], -1) << "KV head 1 was not merged in";
+    // Layer 0 is the first layer: at the first step after the merge, the query heads of KV
+    // head 1 read an unchanged cache, those of KV head 0 a changed one.
+    for (int64_t h = 0; h < H; ++h) {
+      if (h / group == 1) EXPECT_EQ(v.rel_output[static_cast<size_t>(h)], 0.0) << v.name << " head " << h;
+      else EXPECT_GT(v.rel_output[static_cast<size_t>(h)], 0.0) << v.name << " head " << h;
+    }
+  }
+}
+
+TEST_F(PerturbHeads, RecordsTheReceiverTheRuleChose) {
+  for (MergeReceiver rule : {MergeReceiver::Right, MergeReceiver::Left}) {
+    const auto r = run_perturbation(*model_, ids_, options({0, 1, 2}, {0, 1}, rule));
+    for (const auto& v : r.variants) {
+      for (size_t i = 0; i + 1 < v.merged.size(); i += 2) {
+        // A full cache before the merge: positions are sequence indices, so neighbours differ by one.
+        EXPECT_EQ(v.merged[i + 1] - v.merged[i], rule == MergeReceiver::Right ? 1 : -1) << v.name;
+      }
+    }
+    // The weight depends on the receiver (avg-attention), so the two rules record different weights.
+    if (rule == MergeReceiver::Left) {
+      const auto right = run_perturbation(*model_, ids_, options({0, 1, 2}, {0, 1}, MergeReceiver::Right));
+      EXPECT_NE(r.variants[0].weights, right.variants[0].weights);
+    }
+  }
+}
+
+TEST_F(PerturbHeads, AHeadsSubsetMergeOnEveryLayerMatchesBruteForceAttention) {
+  const ModelConfig& c = model_->config();
+  for (PositionMode mode : {PositionMode::Original, PositionMode::InCache}) {
+    PolicyCache cache(PolicyCacheConfig{c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, at::kFloat, at::kCPU, mode,
+                                        AttentionAggregation::Mean},
+                      std::shared_ptr<CachePolicy>(make_policy("full", PolicyOptions{})), model_->rope(), 1000);
+    model_->forward(at::tensor(std::vector<int64_t>(ids_.begin(), ids_.begin() + 20), at::kLong), 0, cache, nullptr, Logits::None);
+    for (int layer = 0; layer < c.num_layers; ++layer) {
+      std::vector<Decision> d(2);
+      d[0] = Decision::convex_merge(5 + layer, 6 + layer, 0.25);  // KV head 0 only
+      cache.apply_decisions(layer, d);
+    }
+    cache.check_invariants();
+    EXPECT_EQ(cache.cells(1, 0).size(), 19);
+    EXPECT_EQ(cache.cells(1, 1).size(), 20);
+    for (int64_t t = 20; t < 26; ++t) {
+      struct Capture : ForwardObserver {
+        void on_layer(const LayerActivations& a) override {
+          q[a.layer] = a.q.select(1, a.q.size(1) - 1).to(at::kDouble).clone();
+          out[a.layer] = a.attention_output.select(1, a.attention_output.size(1) - 1).to(at::kDouble).clone();
+        }
+        std::map<int, at::Tensor> q, out;
+      } cap;
+      model_->forward(at::tensor(std::vector<int64_t>{ids_[static_cast<size_t>(t)]}, at::kLong), t, cache, &cap, Logits::None);
+      for (int layer = 0; layer < c.num_layers; ++layer) {
+        for (int64_t h = 0; h < c.num_heads; ++h) {
+          // Attention over exactly the tokens the head keeps, recomputed in float64.
+          const auto [K, V] = cache.head_keys_values(layer, static_cast<int>(h / (c.num_heads / c.num_kv_heads)));
+          std::vector<std::vector<double>> keys, values;
+          for (int64_t i = 0; i < K.size(0); ++i) {
+            keys.push_back(to_vec(K[i]));
+            values.push_back(to_vec(V[i]));
+          }
+          const auto brute = attention_output(to_vec(cap.q[layer][h]), keys, values, 1.0 / std::sqrt(static_cast<double>(c.head_dim)));
+          const auto got = to_vec(cap.out[layer][h]);
+          for (size_t k = 0; k < got.size(); ++k) ASSERT_NEAR(got[k], brute[k], 1e-5) << "layer " << layer << " head " << h << " step " << t;
+        }
+      }
     }
   }
 }

@@ -55,9 +55,9 @@ TEST(WeightedKvToy, PaperExample) {
     v[0][0][t - 1] = 1.0;  // v_t = e_t, so every stored value shows its mixing coefficients
     const at::Tensor pos = at::full({1}, t - 1, at::kLong);
     const AttentionInputs in = cache.append(0, NewEntries{k, k, v, pos});
-    const HeadState& s = cache.head_state(0, 0);
+    const HeadCells& s = cache.cells(0, 0);
     at::Tensor probs = at::zeros({1, 1, in.keys.size(1)});
-    for (int32_t slot : s.order) probs[0][0][slot] = alpha[s.position[slot] + 1];
+    for (const SlotId slot : s.order()) probs[0][0][index_of(slot)] = alpha[value_of(s.position(slot)) + 1];
     cache.observe_attention(0, probs);
     if (t == 5) {
       // v2 (0.1) merged into its right neighbour v3 (0.5): v2/6 + 5 v3/6.
@@ -69,9 +69,9 @@ TEST(WeightedKvToy, PaperExample) {
   }
   // After step 8 the cache holds v3, v6, v7, v8; v3 and v6 each summarise three values.
   EXPECT_EQ(cache.kept_positions(0, 0), (std::vector<int64_t>{2, 5, 6, 7}));
-  const HeadState& s = cache.head_state(0, 0);
+  const HeadCells& s = cache.cells(0, 0);
   std::vector<int64_t> mult;
-  for (int32_t slot : s.order) mult.push_back(s.mult[slot]);
+  for (const SlotId slot : s.order()) mult.push_back(s.multiplicity(slot));
   EXPECT_EQ(mult, (std::vector<int64_t>{3, 3, 1, 1}));
   const double w1 = 0.3 / (0.3 + 0.5);  // v1 into (v2/6 + 5 v3/6)
   const auto v3 = cache.value(0, 0, 0);
@@ -227,8 +227,7 @@ class PolicyTest : public ::testing::TestWithParam<std::string> {
     rc.options.sinks = 2;
     rc.options.recent = policy == "streaming" || policy == "cam" ? -1 : 4;
     rc.options.seed = 5;
-    rc.cache = PolicyCacheConfig{c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, at::kFloat, at::kCPU, mode,
-                                 AttentionAggregation::Mean};
+    rc.positions = mode;
     rc.prefill = prefill;
     rc.prefill_chunk = 5;
     return rc;
@@ -271,7 +270,7 @@ TEST_P(PolicyTest, AgreesWithSlowReferenceAtEveryStep) {
           for (size_t i = 0; i < entries.size(); ++i) {
             const auto got = cache.value(l, h, static_cast<int>(i));
             for (size_t d = 0; d < got.size(); ++d) ASSERT_NEAR(got[d], entries[i].value[d], 1e-5) << "value of entry " << i;
-            if (policy == "weightedkv") ASSERT_EQ(cache.head_state(l, h).mult[cache.head_state(l, h).order[i]], entries[i].mult);
+            if (policy == "weightedkv") ASSERT_EQ(cache.cells(l, h).multiplicity(cache.cells(l, h).slot(static_cast<int>(i))), entries[i].mult);
           }
         }
       }
@@ -509,13 +508,12 @@ TEST(PolicyCacheObserve, DecodeLoopEqualsTensorPath) {
         loop.observe_attention(layer, probs);
         tensors.observe_attention(layer, probs.to(at::kDouble));
         for (int h = 0; h < 2; ++h) {
-          const HeadState &x = loop.head_state(layer, h), &y = tensors.head_state(layer, h);
-          ASSERT_EQ(x.order, y.order) << "step " << step;
-          for (int32_t slot : x.order) {
-            ASSERT_EQ(x.acc[slot], y.acc[slot]) << "step " << step;
-            ASSERT_EQ(x.current[slot], y.current[slot]);
-            ASSERT_EQ(x.current_mean[slot], y.current_mean[slot]);
-            ASSERT_EQ(x.count[slot], y.count[slot]);
+          const HeadCells &x = loop.cells(layer, h), &y = tensors.cells(layer, h);
+          ASSERT_EQ(x.order(), y.order()) << "step " << step;
+          for (const SlotId slot : x.order()) {
+            ASSERT_EQ(x.attention_sum(slot), y.attention_sum(slot)) << "step " << step;
+            ASSERT_EQ(x.last_attention(slot), y.last_attention(slot));
+            ASSERT_EQ(x.steps(slot), y.steps(slot));
           }
         }
       }

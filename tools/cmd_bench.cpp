@@ -16,6 +16,7 @@
 #include "core/version.h"
 #include "eval/sweep.h"
 #include "model/row_linear.h"
+#include "cache/policy_registry.h"
 #include "model/kv_cache.h"
 #include "model/random_model.h"
 
@@ -43,17 +44,18 @@ std::vector<int64_t> parse_sweep_batches(const std::string& text) {
 }
 
 // Throughput of a ppl sweep at several batch sizes: every batch size runs the same mix of
-// runs (the eight budgeted policies in turn, at least eight runs) over one document.
+// runs (the registered budgeted policies in turn, at least eight runs) over one document.
 int bench_sweep(const LlamaModel& model, const std::vector<int64_t>& batches, int64_t tokens, int64_t budget, int repeat) {
   const ModelConfig& c = model.config();
   if (tokens > c.max_position_embeddings) fail("--sweep-tokens ", tokens, " exceeds the model's context of ", c.max_position_embeddings);
   std::vector<int64_t> ids(static_cast<size_t>(tokens));
   for (int64_t i = 0; i < tokens; ++i) ids[i] = (i * 7919 + 13) % c.vocab_size;
   const std::vector<Window> windows = make_windows(Protocol::Stream, tokens, 0, 0);
-  const std::vector<std::string> policies{"streaming", "h2o", "tova", "knorm", "random", "cam", "weightedkv", "weightedkv-evict"};
+  std::vector<std::string> policies;
+  for (const auto& p : known_policies())
+    if (!policy_info(p).traits.keeps_everything) policies.push_back(p);
   RunConfig base;
-  base.cache = PolicyCacheConfig{c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, model.dtype(), model.device(),
-                                 PositionMode::Original, AttentionAggregation::Mean};
+  base.positions = PositionMode::Original;
   base.budget.tokens = budget;
   double baseline = 0;
   for (int64_t batch : batches) {

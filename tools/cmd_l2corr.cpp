@@ -25,6 +25,7 @@ Command register_l2corr(CLI::App& app) {
   return {cmd, [] {
             AtomicOutput output(out, force);
             const std::string csv = sidecar_path(out, ".csv", force);
+            for (const std::string& o : {out, csv}) refuse_output_over_inputs(o, {dump_path});
             const DumpReader dump = DumpReader::open(dump_path, read_timeout_seconds());
             Progress progress("l2corr", static_cast<int64_t>(dump.documents().size() * dump.layers().size()), "layer");
             const auto rows = run_l2corr(dump, L2CorrOptions{include_self, seed, steps}, output.temp_path().string(), csv,

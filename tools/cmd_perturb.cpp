@@ -75,8 +75,12 @@ Command register_perturb(CLI::App& app) {
   cmd->add_flag("--force", force, "overwrite existing outputs");
   add_runtime_options(cmd, rt);
   return {cmd, [] {
+            std::vector<std::string> inputs = texts;
+            inputs.insert(inputs.end(), ids.begin(), ids.end());
+            refuse_output_over_inputs(out, inputs);
             AtomicOutput output(out, force);
             const std::string csv_path = sidecar_path(out, ".csv", force);
+            refuse_output_over_inputs(csv_path, inputs);
             const LlamaModel model = load_model(model_dir, rt);
             const ModelConfig& c = model.config();
             PerturbOptions o;

@@ -29,6 +29,7 @@ Command register_spectrum(CLI::App& app) {
   return {cmd, [] {
             AtomicOutput output(out, force);
             const std::string csv = sidecar_path(out, ".csv", force);
+            for (const std::string& o : {out, csv}) refuse_output_over_inputs(o, {dump_path});
             const DumpReader dump = DumpReader::open(dump_path, read_timeout_seconds());
             SpectrumOptions o;
             o.kinds.clear();

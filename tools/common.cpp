@@ -121,10 +121,32 @@ std::vector<std::vector<int64_t>> read_documents(const std::string& model_dir, c
   return docs;
 }
 
+namespace {
+
+bool same_file(const std::filesystem::path& a, const std::filesystem::path& b) {
+  std::error_code ec;
+  if (std::filesystem::exists(a, ec) && std::filesystem::exists(b, ec)) return std::filesystem::equivalent(a, b, ec);
+  return std::filesystem::weakly_canonical(a, ec) == std::filesystem::weakly_canonical(b, ec);
+}
+
+}  // namespace
+
+void refuse_output_over_inputs(const std::string& out, const std::vector<std::string>& inputs) {
+  for (const std::string& in : inputs) {
+    if (!in.empty() && same_file(out, in)) fail(out, ": is also an input of this command; an output never replaces its input");
+  }
+}
+
 std::string sidecar_path(const std::string& out, const std::string& extension, bool force) {
   std::filesystem::path p(out);
   p.replace_extension(extension);
   std::error_code ec;
+  if (same_file(p, out)) {
+    fail(out, ": its ", extension, " table would be written over it; give the results file another extension (.h5)");
+  }
+  if (std::filesystem::exists(p, ec) && !std::filesystem::is_regular_file(p, ec)) {
+    fail(p.string(), ": is not a regular file; the ", extension, " table beside ", out, " must be one");
+  }
   if (std::filesystem::exists(p, ec) && !force) fail(p.string(), ": already exists; pass --force to overwrite");
   return p.string();
 }

@@ -61,6 +61,8 @@ inline const char* kRandomSpecHelp =
 // OUT with its extension replaced ("results.h5" -> "results.csv"), for tables written
 // beside a results file. Fails if it exists and `force` is false.
 std::string sidecar_path(const std::string& out, const std::string& extension, bool force);
+// Fails when `out` names the same file as one of `inputs`: an output never replaces its input.
+void refuse_output_over_inputs(const std::string& out, const std::vector<std::string>& inputs);
 // Writes a small text file atomically.
 void write_text_file(const std::string& path, const std::string& text);
 

@@ -35,7 +35,11 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // Bad usage gets kvscope's one-line format too, with where to look for what is allowed.
+    std::fprintf(stderr, "kvscope: error: %s (see kvscope %s--help)\n", first_line(e.what()).c_str(),
+                 argc > 1 && argv[1][0] != '-' ? (std::string(argv[1]) + " ").c_str() : "");
+    return 2;
   }
   try {
     for (const auto& command : commands) {

@@ -1,6 +1,6 @@
 #pragma once
 // Correlation between key norms and attention, and the attention-loss metric (ALR) of the
-// L2-norm paper (spec 3.2).
+// L2-norm paper (methods §6).
 #include <cstdint>
 #include <vector>
 

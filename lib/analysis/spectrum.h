@@ -1,7 +1,7 @@
 #pragma once
 // kvscope spectrum: singular-value spectra of keys (before and after RoPE) and values from a
 // dump, per document, layer and KV head, and of each layer's matrix with all heads side by
-// side (spec 2.5). Output schema kvscope.spectrum v1 (docs/results_schemas.md).
+// side (methods §6). Output schema kvscope.spectrum v1 (docs/results_schemas.md).
 #include <cstdint>
 #include <functional>
 #include <string>

@@ -1,5 +1,5 @@
 #pragma once
-// What is derived from one matrix's singular values (spec 2.5).
+// What is derived from one matrix's singular values (methods §6).
 #include <vector>
 
 namespace kvscope {

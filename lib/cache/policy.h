@@ -1,36 +1,26 @@
 #pragma once
 // Cache policies: which token leaves a budgeted cache each step and what happens to its
-// value. A policy only decides; PolicyCache applies the decision to the tensors.
+// value. A policy only decides; PolicyCache applies the decision to the tensors. Policies
+// live one per file in cache/policies/ and register themselves by name with their traits
+// (policy_registry.h); docs/methods.md §2 gives each rule's equations.
 #include <cstdint>
-#include <memory>
-#include <random>
+#include <limits>
 #include <string>
 #include <vector>
 
+#include "cache/head_cells.h"
 #include "cache/merge_weighting.h"
 
 namespace kvscope {
 
-enum class AttentionAggregation { Mean, Sum, Max };  // query heads -> their KV head
-
-// Host-side bookkeeping of one (layer, KV head), kept next to the slots it describes.
-struct HeadState {
-  std::vector<int32_t> order;  // slot ids in sequence order
-  std::vector<int64_t> position;   // per slot: original token position
-  std::vector<double> acc;         // per slot: accumulated attention
-  std::vector<int64_t> count;      // per slot: steps attended to
-  std::vector<int64_t> mult;       // per slot: original tokens merged into it (1 = itself)
-  std::vector<float> key_norm;     // per slot
-  std::vector<double> current;       // per slot: the last query's attention, aggregated over the group
-  std::vector<double> current_mean;  // per slot: the same, always averaged over the group (TOVA)
-};
+enum class AttentionAggregation { Mean, Sum, Max };  // query heads -> their KV head (methods §2.1)
 
 struct Decision {
   enum Kind { None, Drop, ConvexMerge, AdditiveMerge } kind = None;
-  int victim = -1;        // index into order
-  int receiver = -1;      // ConvexMerge: index into order
+  int victim = -1;        // index into the head's sequence order
+  int receiver = -1;      // ConvexMerge: index into the order; Drop: the token a merge would have chosen, or -1
   double weight = 0.0;    // ConvexMerge: V[r] = w V[j] + (1-w) V[r]
-  std::vector<int> targets;  // AdditiveMerge: indices into order, each V[t] += scale V[j]
+  std::vector<int> targets;  // AdditiveMerge: indices into the order, each V[t] += scale V[j]
   double scale = 0.0;
 
   static Decision drop(int victim) {
@@ -51,43 +41,66 @@ struct Decision {
 struct PolicyOptions {
   int64_t budget = 0;
   int64_t sinks = 4;
-  int64_t recent = -1;  // -1: the policy's default split (see default_recent)
+  int64_t recent = -1;  // -1: the policy's default split (PolicyTraits::recent_default)
   uint64_t seed = 0;
-  std::vector<int> skip_layers;                     // knorm: layers never compressed
+  std::vector<int> skip_layers;                     // layers never compressed
   int64_t cam_merge_count = 16;                     // cam: values receiving each evicted value
   std::string weighting = "avg-attention";           // weightedkv
   MergeReceiver receiver = MergeReceiver::Right;     // weightedkv
   bool neighbour_in_middle = false;                  // weightedkv: receiver must be a middle token too
 };
 
-// Supplies stored keys to decisions that need them (copied to the host on demand).
-class KeySource {
+// What a decision may read besides the cells: stored keys (copied to the host on demand)
+// and the attention of the step's query that brought the layer over budget.
+class StepView {
  public:
-  virtual ~KeySource() = default;
-  virtual std::vector<float> key(int head, int slot) const = 0;
-  // All slots of one head, row-major [slots, head_dim].
-  virtual std::vector<float> keys(int head, int64_t* head_dim) const = 0;
+  virtual ~StepView() = default;
+  virtual std::vector<float> key(int kv_head, SlotId slot) const = 0;
+  // All slots of one head, row-major [capacity, head_dim].
+  virtual std::vector<float> keys(int kv_head, int64_t* head_dim) const = 0;
+  // The last query's attention probability from query head `query_head` to `slot` of its
+  // KV head. Unavailable (an error) for decisions made outside a decode step.
+  virtual double attention(int query_head, SlotId slot) const = 0;
+  virtual int query_heads() const = 0;
 };
 
 class CachePolicy {
  public:
+  // `options` are already validated and resolved (recent filled in) by make_policy.
+  explicit CachePolicy(const PolicyOptions& options) : options_(options) {}
   virtual ~CachePolicy() = default;
-  virtual const std::string& name() const = 0;
-  virtual bool compresses_layer(int layer) const { (void)layer; return true; }
+  virtual bool compresses_layer(int layer) const;
   // One layer is over budget by one token: decide, per KV head, what leaves.
-  virtual void decide(int layer, const std::vector<HeadState>& heads, const KeySource& keys, std::vector<Decision>& out) = 0;
-  int64_t recent() const { return recent_; }
-  int64_t sinks() const { return sinks_; }
+  virtual void decide(int layer, const std::vector<HeadCells>& heads, const StepView& step, std::vector<Decision>& out) = 0;
+  int64_t recent() const { return options_.recent; }
+  int64_t sinks() const { return options_.sinks; }
+  const PolicyOptions& options() const { return options_; }
 
  protected:
-  int64_t sinks_ = 0, recent_ = 0;
-};
+  // The tokens a policy may evict: [begin, end) in sequence order, between the sinks and
+  // the recent window (at least `min_recent` recent tokens are protected).
+  struct Region {
+    int begin, end;
+  };
+  Region middle(const HeadCells& h, int64_t min_recent = 0) const {
+    return Region{static_cast<int>(options_.sinks), h.size() - static_cast<int>(std::max(options_.recent, min_recent))};
+  }
+  // The lowest score in the region; ties go to the earliest token (methods §2.2).
+  template <typename Score>
+  static int argmin(Region r, Score score) {
+    int best = r.begin;
+    double best_score = std::numeric_limits<double>::infinity();
+    for (int i = r.begin; i < r.end; ++i) {
+      const double s = score(i);
+      if (s < best_score) {
+        best_score = s;
+        best = i;
+      }
+    }
+    return best;
+  }
 
-// Creates a policy by name; errors list the known names and invalid splits.
-std::unique_ptr<CachePolicy> make_policy(const std::string& name, const PolicyOptions& options);
-std::vector<std::string> known_policies();
-// Recent window a policy uses when --recent is not given: StreamingLLM and CaM keep
-// budget - sinks recent tokens; the selecting policies keep budget/2 - sinks (spec 2.3).
-int64_t default_recent(const std::string& policy, int64_t budget, int64_t sinks);
+  const PolicyOptions options_;
+};
 
 }  // namespace kvscope

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <numeric>
@@ -26,11 +27,14 @@ class Stopwatch {
   std::chrono::steady_clock::time_point start_;
 };
 
-class StoredKeys : public KeySource {
+// Keys from the layer's store; attention from the step's probabilities [H, T, S], whose last
+// query row is copied to the host the first time a decision asks for it.
+class LayerStep : public StepView {
  public:
-  explicit StoredKeys(const at::Tensor& k) : k_(k) {}
-  std::vector<float> key(int head, int slot) const override {
-    const at::Tensor row = k_[head][slot].to(at::kCPU, at::kFloat).contiguous();
+  LayerStep(const at::Tensor& k, const at::Tensor* probabilities, int query_heads)
+      : k_(k), probs_(probabilities), query_heads_(query_heads) {}
+  std::vector<float> key(int head, SlotId slot) const override {
+    const at::Tensor row = k_[head][index_of(slot)].to(at::kCPU, at::kFloat).contiguous();
     return std::vector<float>(row.data_ptr<float>(), row.data_ptr<float>() + row.numel());
   }
   std::vector<float> keys(int head, int64_t* head_dim) const override {
@@ -38,10 +42,22 @@ class StoredKeys : public KeySource {
     *head_dim = all.size(1);
     return std::vector<float>(all.data_ptr<float>(), all.data_ptr<float>() + all.numel());
   }
+  double attention(int query_head, SlotId slot) const override {
+    if (!probs_) fail("internal: this decision was made outside a decode step and cannot read attention");
+    if (!last_.defined()) last_ = probs_->select(1, probs_->size(1) - 1).to(at::kCPU, at::kFloat).contiguous();
+    return static_cast<double>(last_.data_ptr<float>()[query_head * last_.size(1) + index_of(slot)]);
+  }
+  int query_heads() const override { return query_heads_; }
 
  private:
   const at::Tensor& k_;
+  const at::Tensor* probs_;
+  int query_heads_;
+  mutable at::Tensor last_;
 };
+
+// Where attention must not look: above every query position, so the causal mask hides it.
+constexpr int64_t kHiddenPosition = std::numeric_limits<int64_t>::max() / 4;
 
 }  // namespace
 
@@ -50,7 +66,6 @@ PolicyCache::PolicyCache(const PolicyCacheConfig& config, std::shared_ptr<CacheP
   layers_.resize(config.num_layers);
   for (Layer& l : layers_) {
     l.heads.resize(config.num_kv_heads);
-    l.free_slots.resize(config.num_kv_heads);
     grow(l, std::min<int64_t>(budget + 1, 1 << 16));
   }
 }
@@ -71,14 +86,14 @@ void PolicyCache::grow(Layer& l, int64_t needed) {
   l.k = k;
   l.v = v;
   l.pos = pos;
-  for (HeadState& h : l.heads) {
-    for (auto* vec : {&h.position, &h.count, &h.mult}) vec->resize(new_cap, 0);
-    for (auto* vec : {&h.acc, &h.current, &h.current_mean}) vec->resize(new_cap, 0.0);
-    h.key_norm.resize(new_cap, 0.0f);
-  }
+  for (HeadCells& h : l.heads) h.reserve(new_cap);
 }
 
-int64_t PolicyCache::size(int layer) const { return static_cast<int64_t>(layers_[layer].heads[0].order.size()); }
+int64_t PolicyCache::size(int layer) const {
+  int64_t n = 0;
+  for (const HeadCells& h : layers_[layer].heads) n = std::max<int64_t>(n, h.size());
+  return n;
+}
 
 AttentionInputs PolicyCache::append(int layer_index, const NewEntries& e) {
   const Stopwatch timer(policy_seconds_);
@@ -95,35 +110,19 @@ AttentionInputs PolicyCache::append(int layer_index, const NewEntries& e) {
   for (int64_t h = 0; h < KV; ++h) {
     int64_t fresh = l.used;
     for (int64_t t = 0; t < T; ++t) {
-      int32_t slot;
-      auto& free = l.free_slots[h];
-      if (!free.empty()) {
-        slot = free.back();
-        free.pop_back();
-      } else {
-        slot = static_cast<int32_t>(fresh++);
-      }
+      const std::optional<SlotId> reused = l.heads[h].take_free_slot();
       head_idx.push_back(h);
-      slot_idx.push_back(slot);
+      slot_idx.push_back(reused ? index_of(*reused) : fresh++);
     }
     next_fresh = std::max(next_fresh, fresh);
   }
   grow(l, next_fresh);
   for (size_t i = 0; i < slot_idx.size(); ++i) {
-    HeadState& s = l.heads[head_idx[i]];
-    const int32_t slot = static_cast<int32_t>(slot_idx[i]);
     const int64_t t = static_cast<int64_t>(i) % T;
-    s.order.push_back(slot);
-    s.position[slot] = l.new_positions[t];
-    s.acc[slot] = 0.0;
-    s.count[slot] = 0;
-    s.mult[slot] = 1;
-    s.key_norm[slot] = norm_data[head_idx[i] * T + t];
+    l.heads[head_idx[i]].append(SlotId{static_cast<int32_t>(slot_idx[i])}, TokenPosition{l.new_positions[t]},
+                                norm_data[head_idx[i] * T + t]);
   }
   if (next_fresh > l.used) l.used = next_fresh;
-  for (int64_t h = 0; h < KV; ++h) {
-    if (l.heads[h].order.size() != static_cast<size_t>(l.used)) fail("internal: cache slots out of step with the token count");
-  }
 
   const at::Tensor& keys_in = config_.positions == PositionMode::Original ? e.k : e.k_pre_rope;
   if (config_.device.is_cpu()) {
@@ -150,23 +149,46 @@ AttentionInputs PolicyCache::append(int layer_index, const NewEntries& e) {
   }
 
   const int64_t S = l.used;
+  // A head that holds fewer tokens than the layer's slots has slots attention must skip.
+  bool ragged = false;
+  for (const HeadCells& h : l.heads) ragged = ragged || h.size() != S;
+  std::vector<char> hidden;
+  if (ragged) {
+    hidden.assign(static_cast<size_t>(KV * S), 1);
+    for (int64_t h = 0; h < KV; ++h)
+      for (const SlotId slot : l.heads[h].order()) hidden[static_cast<size_t>(h * S + index_of(slot))] = 0;
+  }
   AttentionInputs in;
   in.values = l.v.narrow(1, 0, S);
   if (config_.positions == PositionMode::Original) {
     in.keys = l.k.narrow(1, 0, S);
     in.key_positions = l.pos.narrow(1, 0, S);
     in.query_positions = e.positions;
+    if (ragged) {
+      const at::Tensor host = in.key_positions.to(at::kCPU).contiguous();
+      std::vector<int64_t> pos(host.data_ptr<int64_t>(), host.data_ptr<int64_t>() + KV * S);
+      for (size_t i = 0; i < pos.size(); ++i) if (hidden[i]) pos[i] = kHiddenPosition;
+      in.key_positions = long_tensor(pos, config_.device).view({KV, S});
+    }
   } else {
-    // Each kept key sits at its index in sequence order; the new queries are the last T.
-    std::vector<int64_t> rank(KV * S);
+    // Each kept key sits at its index in sequence order, counted so that every head's newest
+    // token is at the newest query's position; the new queries are the last T of the
+    // fullest head.
+    const int64_t n = size(layer_index);
+    std::vector<int64_t> rank(static_cast<size_t>(KV * S), 0);
     for (int64_t h = 0; h < KV; ++h) {
-      const auto& order = l.heads[h].order;
-      for (size_t r = 0; r < order.size(); ++r) rank[h * S + order[r]] = static_cast<int64_t>(r);
+      const auto& order = l.heads[h].order();
+      const int64_t first = n - static_cast<int64_t>(order.size());
+      for (size_t r = 0; r < order.size(); ++r) rank[static_cast<size_t>(h * S + index_of(order[r]))] = first + static_cast<int64_t>(r);
     }
     const at::Tensor ranks = long_tensor(rank, config_.device).view({KV, S});
     in.keys = rope_->apply(l.k.narrow(1, 0, S), ranks);
     in.key_positions = ranks;
-    in.query_positions = at::arange(S - T, S, at::TensorOptions().dtype(at::kLong).device(config_.device));
+    if (ragged) {
+      for (size_t i = 0; i < rank.size(); ++i) if (hidden[i]) rank[i] = kHiddenPosition;
+      in.key_positions = long_tensor(rank, config_.device).view({KV, S});
+    }
+    in.query_positions = at::arange(n - T, n, at::TensorOptions().dtype(at::kLong).device(config_.device));
   }
   return in;
 }
@@ -182,21 +204,17 @@ void PolicyCache::observe_attention(int layer_index, const at::Tensor& probs) {
     const at::Tensor p = probs.contiguous();
     const float* rows = p.data_ptr<float>();  // [H, S]
     for (int64_t h = 0; h < KV; ++h) {
-      HeadState& st = l.heads[h];
-      for (int32_t slot : st.order) {
+      HeadCells& cells = l.heads[h];
+      for (const SlotId slot : cells.order()) {
         double sum = 0.0, largest = -std::numeric_limits<double>::infinity();
         for (int64_t g = 0; g < group; ++g) {
-          const double x = static_cast<double>(rows[(h * group + g) * S + slot]);
+          const double x = static_cast<double>(rows[(h * group + g) * S + index_of(slot)]);
           sum += x;
           largest = std::max(largest, x);
         }
-        const double mean = sum / static_cast<double>(group);
-        const double agg = config_.aggregation == AttentionAggregation::Mean ? mean
+        const double agg = config_.aggregation == AttentionAggregation::Mean ? sum / static_cast<double>(group)
                            : config_.aggregation == AttentionAggregation::Sum ? sum : largest;
-        st.acc[slot] += agg;
-        st.current[slot] = agg;
-        st.current_mean[slot] = mean;
-        st.count[slot] += 1;  // one query, and every kept token (the new one too) is visible to it
+        cells.observe(slot, agg, agg, 1);  // one query, and every kept token (the new one too) is visible to it
       }
     }
   } else {
@@ -216,22 +234,19 @@ void PolicyCache::observe_attention_tensors(Layer& l, const at::Tensor& probs) {
     case AttentionAggregation::Sum: agg = grouped.sum(1); break;
     case AttentionAggregation::Max: agg = std::get<0>(grouped.max(1)); break;
   }
-  const at::Tensor summed = agg.sum(1).to(at::kCPU, at::kDouble).contiguous();                         // [KV, S]
-  const at::Tensor last = agg.select(1, T - 1).to(at::kCPU, at::kDouble).contiguous();                 // [KV, S]
-  const at::Tensor last_mean = grouped.select(2, T - 1).mean(1).to(at::kCPU, at::kDouble).contiguous();  // [KV, S]
+  const at::Tensor summed = agg.sum(1).to(at::kCPU, at::kDouble).contiguous();          // [KV, S]
+  const at::Tensor last = agg.select(1, T - 1).to(at::kCPU, at::kDouble).contiguous();  // [KV, S]
   const double* ps = summed.data_ptr<double>();
   const double* pl = last.data_ptr<double>();
-  const double* pm = last_mean.data_ptr<double>();
   const int64_t first_new = l.new_positions.front();
   for (int64_t h = 0; h < KV; ++h) {
-    HeadState& s = l.heads[h];
-    for (int32_t slot : s.order) {
-      s.acc[slot] += ps[h * S + slot];
-      s.current[slot] = pl[h * S + slot];
-      s.current_mean[slot] = pm[h * S + slot];
+    HeadCells& cells = l.heads[h];
+    for (const SlotId slot : cells.order()) {
       // Queries of this call that could see the slot: all of them for older tokens; for a
       // token of this call, itself and the ones after it.
-      s.count[slot] += s.position[slot] < first_new ? T : T - (s.position[slot] - first_new);
+      const int64_t pos = value_of(cells.position(slot));
+      const int64_t i = h * S + index_of(slot);
+      cells.observe(slot, ps[i], pl[i], pos < first_new ? T : T - (pos - first_new));
     }
   }
 }
@@ -246,31 +261,35 @@ void PolicyCache::decide_and_apply(int layer_index, const at::Tensor& probs) {
     fail("cache over budget by ", n - budget_, " tokens after one call: prefill at most the budget, then decode");
   }
   std::vector<Decision> decisions(KV);
-  policy_->decide(layer_index, l.heads, StoredKeys(l.k), decisions);
+  policy_->decide(layer_index, l.heads, LayerStep(l.k, &probs, static_cast<int>(config_.num_heads)), decisions);
+  // The budget holds per head: a head that is not over it keeps its tokens.
+  for (int64_t h = 0; h < KV; ++h)
+    if (l.heads[h].size() <= budget_) decisions[h] = Decision{};
   if (decision_observer_) decision_observer_->on_decisions(layer_index, l.heads, decisions, l.v, probs);
   apply(layer_index, decisions);
 }
 
 void PolicyCache::apply(int layer_index, const std::vector<Decision>& decisions) {
   Layer& l = layers_[layer_index];
+  if (decisions.size() != l.heads.size()) fail("internal: ", decisions.size(), " decisions for ", l.heads.size(), " KV heads");
   std::vector<int64_t> mh, mj, mr, ah, aj, at_;
   std::vector<double> mw, as;
   for (size_t h = 0; h < decisions.size(); ++h) {
     const Decision& d = decisions[h];
-    HeadState& s = l.heads[h];
+    const HeadCells& s = l.heads[h];
     if (d.kind == Decision::None) continue;
-    const int32_t victim = s.order[d.victim];
+    const int32_t victim = index_of(s.slot(d.victim));
     if (d.kind == Decision::ConvexMerge) {
+      if (d.receiver == d.victim) fail("internal: a token cannot merge into itself");
       mh.push_back(static_cast<int64_t>(h));
       mj.push_back(victim);
-      mr.push_back(s.order[d.receiver]);
+      mr.push_back(index_of(s.slot(d.receiver)));
       mw.push_back(d.weight);
-      s.mult[s.order[d.receiver]] += s.mult[victim];
     } else if (d.kind == Decision::AdditiveMerge) {
       for (int t : d.targets) {
         ah.push_back(static_cast<int64_t>(h));
         aj.push_back(victim);
-        at_.push_back(s.order[t]);
+        at_.push_back(index_of(s.slot(t)));
         as.push_back(d.scale);
       }
     }
@@ -290,35 +309,46 @@ void PolicyCache::apply(int layer_index, const std::vector<Decision>& decisions)
   for (size_t h = 0; h < decisions.size(); ++h) {
     const Decision& d = decisions[h];
     if (d.kind == Decision::None) continue;
-    HeadState& s = l.heads[h];
-    const int32_t victim = s.order[d.victim];
-    s.order.erase(s.order.begin() + d.victim);
-    l.free_slots[h].push_back(victim);
+    l.heads[h].remove(d.victim, d.kind == Decision::ConvexMerge ? d.receiver : -1);
   }
 }
 
+void PolicyCache::check_invariants() const {
+  for (const Layer& l : layers_)
+    for (const HeadCells& h : l.heads) {
+      h.check_invariants();
+      if (h.capacity() < l.used) fail("cache metadata: a head's capacity is below the layer's used slots");
+    }
+}
+
 std::vector<int64_t> PolicyCache::kept_positions(int layer, int head) const {
-  const HeadState& s = layers_[layer].heads[head];
+  const HeadCells& s = layers_[layer].heads[head];
   std::vector<int64_t> out;
-  for (int32_t slot : s.order) out.push_back(s.position[slot]);
+  for (const SlotId slot : s.order()) out.push_back(value_of(s.position(slot)));
   return out;
 }
 
 std::vector<float> PolicyCache::value(int layer, int head, int index) const {
   const Layer& l = layers_[layer];
-  const at::Tensor row = l.v[head][l.heads[head].order[index]].to(at::kCPU, at::kFloat).contiguous();
+  const at::Tensor row = l.v[head][index_of(l.heads[head].slot(index))].to(at::kCPU, at::kFloat).contiguous();
   return std::vector<float>(row.data_ptr<float>(), row.data_ptr<float>() + row.numel());
 }
 
-std::unique_ptr<KeySource> PolicyCache::key_source(int layer) const { return std::make_unique<StoredKeys>(layers_[layer].k); }
+std::unique_ptr<StepView> PolicyCache::key_source(int layer) const {
+  return std::make_unique<LayerStep>(layers_[layer].k, nullptr, static_cast<int>(config_.num_heads));
+}
 
 std::pair<at::Tensor, at::Tensor> PolicyCache::head_keys_values(int layer, int head) const {
   const Layer& l = layers_[layer];
-  const auto& order = l.heads[head].order;
-  const at::Tensor idx = long_tensor(std::vector<int64_t>(order.begin(), order.end()), config_.device);
+  const auto& order = l.heads[head].order();
+  std::vector<int64_t> slots;
+  for (const SlotId s : order) slots.push_back(index_of(s));
+  const at::Tensor idx = long_tensor(slots, config_.device);
   at::Tensor k = l.k[head].index_select(0, idx);
   if (config_.positions == PositionMode::InCache) {
-    k = rope_->apply(k.unsqueeze(0), at::arange(static_cast<int64_t>(order.size()), idx.options())).squeeze(0);
+    // The ranks append() rotates by: every head's newest token at the newest query's position.
+    const int64_t first = size(layer) - static_cast<int64_t>(order.size());
+    k = rope_->apply(k.unsqueeze(0), at::arange(first, first + static_cast<int64_t>(order.size()), idx.options())).squeeze(0);
   }
   return {k, l.v[head].index_select(0, idx)};
 }

@@ -1,25 +1,25 @@
 #pragma once
 // A KV cache held to a budget by a policy. Slots are physically stable: the slot a token
 // leaves is refilled by the next token, so a decode step never copies the cache; sequence
-// order lives in per-head metadata (HeadState::order). Every (layer, KV head) has its own
-// token set and bookkeeping: original position, accumulated attention, step count, merge
-// multiplicity and key norm.
+// order lives in per-head metadata (HeadCells). Every (layer, KV head) has its own token set
+// and bookkeeping: original position, accumulated attention, step count, merge multiplicity
+// and key norm. The heads of a layer may hold different numbers of tokens (a decision may
+// leave some heads alone): attention reads the slots [0, used) of every head and masks the
+// ones a head does not hold, and policies that keep one token set per layer refuse such a
+// layer by name.
 #include <ATen/ATen.h>
 
 #include <memory>
 #include <vector>
 
 #include "cache/policy.h"
+#include "cache/policy_registry.h"
+#include "cache/position_mode.h"
 #include "model/kv_cache.h"
 
 namespace kvscope {
 
 class Rope;
-
-enum class PositionMode {
-  Original,  // keys rotated once, at their original positions
-  InCache,   // keys kept before RoPE and re-rotated each step at their index in the cache
-};
 
 struct PolicyCacheConfig {
   int64_t num_layers = 0, num_heads = 0, num_kv_heads = 0, head_dim = 0;
@@ -35,8 +35,23 @@ struct PolicyCacheConfig {
 class DecisionObserver {
  public:
   virtual ~DecisionObserver() = default;
-  virtual void on_decisions(int layer, const std::vector<HeadState>& heads, const std::vector<Decision>& decisions,
+  virtual void on_decisions(int layer, const std::vector<HeadCells>& heads, const std::vector<Decision>& decisions,
                             const at::Tensor& values, const at::Tensor& probabilities) = 0;
+};
+
+// Forwards every decision to several observers, in the order they were added.
+class DecisionObservers final : public DecisionObserver {
+ public:
+  void add(DecisionObserver* o) { observers_.push_back(o); }
+  void clear() { observers_.clear(); }
+  bool empty() const { return observers_.empty(); }
+  void on_decisions(int layer, const std::vector<HeadCells>& heads, const std::vector<Decision>& decisions, const at::Tensor& values,
+                    const at::Tensor& probabilities) override {
+    for (DecisionObserver* o : observers_) o->on_decisions(layer, heads, decisions, values, probabilities);
+  }
+
+ private:
+  std::vector<DecisionObserver*> observers_;
 };
 
 class PolicyCache final : public KvCache {
@@ -54,7 +69,9 @@ class PolicyCache final : public KvCache {
   PolicyCache clone() const;
   void set_decision_observer(DecisionObserver* o) { decision_observer_ = o; }
 
-  const HeadState& head_state(int layer, int head) const { return layers_[layer].heads[head]; }
+  const HeadCells& cells(int layer, int head) const { return layers_[layer].heads[head]; }
+  // Checks every head's metadata invariants (HeadCells::check_invariants).
+  void check_invariants() const;
   // Original positions of the tokens one head keeps, in sequence order.
   std::vector<int64_t> kept_positions(int layer, int head) const;
   // Stored value of one kept token (by index in sequence order), on the host.
@@ -67,8 +84,8 @@ class PolicyCache final : public KvCache {
   // Applies decisions made outside the policy (kvscope perturb's one-off merges); one per
   // KV head, Decision::None for heads left alone.
   void apply_decisions(int layer, const std::vector<Decision>& decisions) { apply(layer, decisions); }
-  // The stored keys of one layer, for decisions made outside the policy.
-  std::unique_ptr<KeySource> key_source(int layer) const;
+  // The stored keys of one layer, for decisions made outside a decode step (no attention).
+  std::unique_ptr<StepView> key_source(int layer) const;
   // Keys as attention reads them (rotated) and values of one head, in sequence order.
   std::pair<at::Tensor, at::Tensor> head_keys_values(int layer, int head) const;
 
@@ -77,8 +94,7 @@ class PolicyCache final : public KvCache {
     at::Tensor k, v;     // [kv_heads, capacity, head_dim]: post-RoPE (Original) or pre-RoPE (InCache)
     at::Tensor pos;      // [kv_heads, capacity] int64 original positions, on the device
     int64_t used = 0;    // slots [0, used) hold live tokens at attention time
-    std::vector<HeadState> heads;
-    std::vector<std::vector<int32_t>> free_slots;
+    std::vector<HeadCells> heads;
     std::vector<int64_t> new_positions;  // positions of the tokens appended last
   };
   PolicyCache(const PolicyCache&) = default;  // only clone() copies

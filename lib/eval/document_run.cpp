@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "cache/policy_registry.h"
 #include "core/error.h"
 #include "eval/score.h"
 
@@ -21,24 +22,31 @@ DocumentRun::DocumentRun(const LlamaModel& model, const std::vector<int64_t>& id
 void DocumentRun::open_window() {
   const Window& win = windows_[window_];
   len_ = win.end - win.begin;
-  const bool full = config_.policy == "full";
+  const bool full = policy_info(config_.policy).traits.keeps_everything;
   budget_ = full ? len_ : config_.budget.resolve(len_);
   if (window_ == 0) out_.resolved_budget = budget_;
   const int64_t context = model_.config().max_position_embeddings;
-  if (config_.cache.positions == PositionMode::Original && len_ > context) {
+  if ((config_.positions == PositionMode::Original || full) && len_ > context) {
     fail("a window of ", len_, " tokens exceeds the model's context of ", context,
-         " with --positions original (use --positions in-cache, or a smaller --window)");
+         full ? " (use a smaller --window or --max-tokens)" : " with --positions original (use --positions in-cache, or a smaller --window)");
   }
   // In-cache positions run up to the largest cache length: budget + 1 while a token is
-  // being added, or the window for the full cache.
-  if (config_.cache.positions == PositionMode::InCache && std::min(budget_ + 1, len_) > context) {
+  // being added.
+  if (config_.positions == PositionMode::InCache && !full && std::min(budget_ + 1, len_) > context) {
     fail("budget ", budget_, " exceeds the model's context of ", context);
   }
   PolicyOptions po = config_.options;
   po.budget = budget_;
-  cache_ = std::make_unique<PolicyCache>(config_.cache, std::shared_ptr<CachePolicy>(make_policy(config_.policy, po)), model_.rope(),
+  const ModelConfig& c = model_.config();
+  const PolicyCacheConfig cache_config{c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, model_.dtype(), model_.device(),
+                                       config_.positions, config_.aggregation};
+  cache_ = std::make_unique<PolicyCache>(cache_config, std::shared_ptr<CachePolicy>(make_policy(config_.policy, po)), model_.rope(),
                                          full ? len_ : budget_);
-  cache_->set_decision_observer(config_.log_perturbation ? &log_ : decisions_);
+  // Both the perturbation log and a caller's observer see every decision.
+  observers_.clear();
+  if (config_.log_perturbation) observers_.add(&log_);
+  if (decisions_) observers_.add(decisions_);
+  cache_->set_decision_observer(observers_.empty() ? nullptr : &observers_);
   pos_ = 0;
   window_open_ = true;
 }

@@ -53,6 +53,7 @@ class DocumentRun {
   int64_t pos_ = 0, budget_ = 0, len_ = 0;
   std::unique_ptr<PolicyCache> cache_;
   PerturbationLog log_;
+  DecisionObservers observers_;
   RunOutput out_;
 };
 

@@ -8,6 +8,7 @@
 #include <map>
 
 #include "analysis/perturbation.h"
+#include "cache/policy_cache.h"
 #include "core/error.h"
 #include "model/llama.h"
 #include "model/observer.h"
@@ -70,17 +71,19 @@ PerturbDocumentResult run_perturbation(const LlamaModel& model, const std::vecto
     r.weights.assign(L * KV, std::nan(""));
     PolicyCache pc = full.clone();
     if (v != "none") {
+      // The WeightedKV choice (victim and receiver); "evict" then drops the value instead.
+      const bool evict = v == "evict";
       PolicyOptions po;
       po.budget = full.size(0) - 1;
       po.sinks = o.sinks;
       po.recent = 1;  // the newest token is never the one merged away (Algorithm 1)
       po.receiver = o.receiver;
-      if (v != "evict") po.weighting = v;
-      auto policy = make_policy(v == "evict" ? "weightedkv-evict" : "weightedkv", po);
+      if (!evict) po.weighting = v;
+      auto policy = make_policy("weightedkv", po);
       for (int64_t li = 0; li < L; ++li) {
         const int layer = o.layers[li];
-        std::vector<HeadState> heads;
-        for (int64_t h = 0; h < KV; ++h) heads.push_back(pc.head_state(layer, static_cast<int>(h)));
+        std::vector<HeadCells> heads;
+        for (int64_t h = 0; h < KV; ++h) heads.push_back(pc.cells(layer, static_cast<int>(h)));
         std::vector<Decision> decisions(KV);
         policy->decide(layer, heads, *pc.key_source(layer), decisions);
         for (int64_t h = 0; h < KV; ++h) {
@@ -88,14 +91,19 @@ PerturbDocumentResult run_perturbation(const LlamaModel& model, const std::vecto
             decisions[h] = Decision{};
             continue;
           }
-          const HeadState& s = heads[h];
-          const Decision& d = decisions[h];
-          r.merged[(li * KV + h) * 2] = s.position[s.order[d.victim]];
-          r.merged[(li * KV + h) * 2 + 1] = s.position[s.order[d.victim + 1]];
+          const HeadCells& s = heads[h];
+          Decision& d = decisions[h];
+          r.merged[(li * KV + h) * 2] = value_of(s.position(s.slot(d.victim)));
+          r.merged[(li * KV + h) * 2 + 1] = value_of(s.position(s.slot(d.receiver)));
+          if (evict) {
+            d.kind = Decision::Drop;
+            d.weight = 0.0;
+          }
           r.weights[li * KV + h] = d.kind == Decision::ConvexMerge ? d.weight : 0.0;
         }
         pc.apply_decisions(layer, decisions);
       }
+      pc.check_invariants();
     }
     const size_t n = static_cast<size_t>(o.steps * L * H);
     r.cos_output.assign(n, 0);

@@ -1,6 +1,6 @@
 #pragma once
 // kvscope perturb: how much one merge (or eviction) disturbs the attention output afterwards
-// (spec 2.6). Decode with the full cache to step `at`; apply one WeightedKV-chosen merge per
+// (methods §4). Decode with the full cache to step `at`; apply one WeightedKV-chosen merge per
 // selected (layer, KV head) with each weighting; continue the full and the perturbed runs
 // side by side, teacher-forced, and compare them at every step.
 #include <cstdint>
@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "cache/merge_weighting.h"
-#include "cache/policy_cache.h"
+#include "cache/position_mode.h"
 
 namespace kvscope {
 
@@ -33,7 +33,9 @@ struct PerturbVariantResult {
   std::string name;
   std::vector<double> cos_output, rel_output, cos_attention_dropped, cos_attention_added;
   std::vector<double> kl;
-  std::vector<int64_t> merged;     // [layers, kv_heads, 2]: (dropped, receiver) positions; -1 if none
+  // [layers, kv_heads, 2]: (dropped, receiver) positions; -1 where nothing was merged. For
+  // "evict" the receiver is the token the merge rule would have chosen.
+  std::vector<int64_t> merged;
   std::vector<double> weights;     // [layers, kv_heads]
 };
 

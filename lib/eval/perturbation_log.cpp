@@ -14,7 +14,7 @@ std::vector<double> row(const at::Tensor& t) {
 
 }  // namespace
 
-std::vector<double> PerturbationLog::output_after(const Decision& d, const HeadState& s, const at::Tensor& values,
+std::vector<double> PerturbationLog::output_after(const Decision& d, const HeadCells& s, const at::Tensor& values,
                                                   const at::Tensor& probs, std::vector<double>* before) {
   // probs: [slots] of one query head; values: [slots, hd] of its KV head.
   const std::vector<double> a = row(probs);
@@ -22,12 +22,12 @@ std::vector<double> PerturbationLog::output_after(const Decision& d, const HeadS
   const at::Tensor v = values.narrow(0, 0, S).to(at::kCPU, at::kDouble).contiguous();
   const std::vector<double> o = row(at::matmul(at::tensor(a, at::kDouble), v));
   if (before) *before = o;
-  const int32_t j = s.order[d.victim];
+  const int32_t j = index_of(s.slot(d.victim));
   const std::vector<double> vj = row(v[j]);
   switch (d.kind) {
     case Decision::Drop: return output_after_eviction(o, a[j], vj);
     case Decision::ConvexMerge: {
-      const int32_t r = s.order[d.receiver];
+      const int32_t r = index_of(s.slot(d.receiver));
       const std::vector<double> vr = row(v[r]);
       std::vector<double> merged(vr.size());
       for (size_t k = 0; k < vr.size(); ++k) merged[k] = d.weight * vj[k] + (1 - d.weight) * vr[k];
@@ -36,7 +36,7 @@ std::vector<double> PerturbationLog::output_after(const Decision& d, const HeadS
     case Decision::AdditiveMerge: {
       std::vector<double> out(o.size());
       double added = 0;
-      for (int t : d.targets) added += a[s.order[t]];
+      for (int t : d.targets) added += a[index_of(s.slot(t))];
       for (size_t k = 0; k < o.size(); ++k) out[k] = (o[k] - a[j] * vj[k] + added * d.scale * vj[k]) / (1.0 - a[j]);
       return out;
     }
@@ -45,7 +45,7 @@ std::vector<double> PerturbationLog::output_after(const Decision& d, const HeadS
   return o;
 }
 
-void PerturbationLog::on_decisions(int layer, const std::vector<HeadState>& heads, const std::vector<Decision>& decisions,
+void PerturbationLog::on_decisions(int layer, const std::vector<HeadCells>& heads, const std::vector<Decision>& decisions,
                                    const at::Tensor& values, const at::Tensor& probabilities) {
   const int64_t KV = static_cast<int64_t>(heads.size());
   const int64_t H = probabilities.size(0), group = H / KV, T = probabilities.size(1);

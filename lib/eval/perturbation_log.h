@@ -6,25 +6,20 @@
 #include <vector>
 
 #include "cache/policy_cache.h"
+#include "eval/perturbation_event.h"
 
 namespace kvscope {
-
-struct PerturbationEvent {
-  int64_t step;          // position of the token being decoded
-  int32_t layer, head;   // query head
-  double relative_change, cosine;
-};
 
 class PerturbationLog : public DecisionObserver {
  public:
   void set_step(int64_t step) { step_ = step; }
-  void on_decisions(int layer, const std::vector<HeadState>& heads, const std::vector<Decision>& decisions,
+  void on_decisions(int layer, const std::vector<HeadCells>& heads, const std::vector<Decision>& decisions,
                     const at::Tensor& values, const at::Tensor& probabilities) override;
   const std::vector<PerturbationEvent>& events() const { return events_; }
 
   // The output one query head has right after the decision, from the closed forms;
   // `before` receives the output before it. Exposed for the brute-force tests.
-  static std::vector<double> output_after(const Decision& d, const HeadState& head, const at::Tensor& head_values,
+  static std::vector<double> output_after(const Decision& d, const HeadCells& head, const at::Tensor& head_values,
                                           const at::Tensor& head_probabilities, std::vector<double>* before);
 
  private:

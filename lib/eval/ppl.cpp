@@ -54,9 +54,12 @@ std::vector<Window> make_windows(Protocol p, int64_t length, int64_t window, int
 
 std::string BudgetSpec::label() const {
   if (tokens > 0) return std::to_string(tokens);
+  // A ratio keeps its decimal point, so "1.0" (the whole window) never reads as one token.
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%g", ratio);
-  return buf;
+  std::string s = buf;
+  if (s.find_first_of(".e") == std::string::npos) s += ".0";
+  return s;
 }
 
 int64_t BudgetSpec::resolve(int64_t window_length) const {

@@ -1,6 +1,6 @@
 #pragma once
 // Perplexity with a budgeted KV cache: teacher-forced, token by token, per policy and budget,
-// under one of three protocols (spec 5.1). Until the cache first reaches its budget the
+// under one of three protocols (methods §5). Until the cache first reaches its budget the
 // tokens are prefilled in chunks, which leaves exactly the state decoding would (no eviction
 // can happen before then); from there on every token is one decode step.
 #include <cstdint>
@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "cache/policy.h"
-#include "cache/policy_cache.h"
-#include "eval/perturbation_log.h"
+#include "cache/position_mode.h"
+#include "eval/perturbation_event.h"
 
 namespace kvscope {
 
@@ -46,7 +46,8 @@ struct RunConfig {
   std::string policy;
   BudgetSpec budget;
   PolicyOptions options;  // budget filled in per window
-  PolicyCacheConfig cache;
+  PositionMode positions = PositionMode::Original;
+  AttentionAggregation aggregation = AttentionAggregation::Mean;
   bool prefill = true;    // prefill until the budget is reached (false: decode every token)
   bool log_perturbation = false;
   int64_t prefill_chunk = 256;

@@ -5,6 +5,8 @@
 #include <numeric>
 #include <sstream>
 
+#include <type_traits>
+
 #include "core/error.h"
 #include "io/h5.h"
 #include "io/provenance.h"
@@ -78,6 +80,41 @@ std::string csv_table(const std::vector<PplRow>& rows) {
   return o.str();
 }
 
+namespace {
+
+// Settings as root attributes: strings as they are, numbers and flags as int64.
+struct SettingWriter {
+  const h5::Group& root;
+  template <typename T>
+  void operator()(const T& value, const SettingInfo& info) const {
+    if constexpr (std::is_same_v<T, std::string>) root.set_attr(info.name, value);
+    else root.set_attr(info.name, static_cast<int64_t>(value));
+  }
+};
+
+struct SettingComparer {
+  const h5::Group& root;
+  const std::string& path;
+  template <typename T>
+  void operator()(const T& value, const SettingInfo& info) const {
+    if (!info.affects_numbers) return;
+    std::string was, now;
+    if constexpr (std::is_same_v<T, std::string>) {
+      was = "'" + root.attr_string(info.name) + "'";
+      now = "'" + value + "'";
+    } else {
+      was = std::to_string(root.attr_int(info.name));
+      now = std::to_string(static_cast<int64_t>(value));
+    }
+    if (was != now) {
+      fail(path, ": was written with ", info.name, " ", was, ", this sweep has ", now,
+           "; run with the same settings to resume, or --force to start over");
+    }
+  }
+};
+
+}  // namespace
+
 void write_ppl_results(const std::string& path, const std::vector<PplRun>& runs, const PplProvenance& p,
                        const std::string& model_config_json) {
   h5::File file = h5::File::create(path);
@@ -86,14 +123,8 @@ void write_ppl_results(const std::string& path, const std::vector<PplRun>& runs,
     write_provenance(root, kPplSchemaName, kPplSchemaVersion, p.command_line);
     root.set_attr("model_path", p.model_path);
     root.set_attr("model_config", model_config_json);
-    root.set_attr("protocol", p.protocol);
-    root.set_attr("positions", p.positions);
-    root.set_attr("aggregation", p.aggregation);
-    root.set_attr("window", p.window);
-    root.set_attr("stride", p.stride);
-    root.set_attr("sinks", p.sinks);
-    root.set_attr("recent", p.recent);
-    root.set_attr("seed", static_cast<int64_t>(p.seed));
+    SweepSettings settings = p.settings;
+    settings.for_each(SettingWriter{root});
     root.set_attr("batch", p.batch);
     std::string sources;
     for (const auto& s : p.sources) sources += (sources.empty() ? "" : "\n") + s;
@@ -104,6 +135,7 @@ void write_ppl_results(const std::string& path, const std::vector<PplRun>& runs,
       const PplRun& r = runs[i];
       const h5::Group g = group.create_group(std::to_string(i));
       g.set_attr("policy", r.policy);
+      g.set_attr("key", r.key);
       g.set_attr("budget_label", r.budget_label);
       g.set_attr("budget", r.budget);
       g.set_attr("weighting", r.weighting);
@@ -138,30 +170,12 @@ void check_resumable(const std::string& path, const PplProvenance& now) {
   h5::File file = h5::File::open_read(path);
   const h5::Group root = file.root();
   check_schema(root, path, kPplSchemaName, kPplSchemaVersion, "delete it and start over");
-  auto same = [&](const char* name, const std::string& value) {
-    if (root.attr_string(name) != value) {
-      fail(path, ": was written with ", name, " '", root.attr_string(name), "', this sweep has '", value,
-           "'; run with the same settings to resume, or --force to start over");
-    }
-  };
-  auto same_int = [&](const char* name, int64_t value) {
-    if (root.attr_int(name) != value) {
-      fail(path, ": was written with ", name, " ", root.attr_int(name), ", this sweep has ", value,
-           "; run with the same settings to resume, or --force to start over");
-    }
-  };
-  std::string sources;
-  for (const auto& s : now.sources) sources += (sources.empty() ? "" : "\n") + s;
-  same("model_path", now.model_path);
-  same("protocol", now.protocol);
-  same("positions", now.positions);
-  same("aggregation", now.aggregation);
-  same("sources", sources);
-  same_int("window", now.window);
-  same_int("stride", now.stride);
-  same_int("sinks", now.sinks);
-  same_int("recent", now.recent);
-  same_int("seed", static_cast<int64_t>(now.seed));
+  if (root.attr_string("model_path") != now.model_path) {
+    fail(path, ": was written for model '", root.attr_string("model_path"), "', this sweep uses '", now.model_path,
+         "'; run with the same model to resume, or --force to start over");
+  }
+  SweepSettings settings = now.settings;
+  settings.for_each(SettingComparer{root, path});
 }
 
 std::vector<PplRun> read_ppl_results(const std::string& path) {
@@ -175,6 +189,7 @@ std::vector<PplRun> read_ppl_results(const std::string& path) {
     const h5::Group g = group.open_group(std::to_string(i));
     PplRun r;
     r.policy = g.attr_string("policy");
+    r.key = g.attr_string("key");
     r.budget_label = g.attr_string("budget_label");
     r.budget = g.attr_int("budget");
     r.weighting = g.attr_string("weighting");

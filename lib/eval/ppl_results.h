@@ -5,13 +5,16 @@
 #include <string>
 #include <vector>
 
+#include "eval/sweep_plan.h"
+
 namespace kvscope {
 
 inline constexpr const char* kPplSchemaName = "kvscope.ppl";
-inline constexpr int64_t kPplSchemaVersion = 1;
+inline constexpr int64_t kPplSchemaVersion = 2;
 
 struct PplRun {
   std::string policy, budget_label, weighting, receiver;
+  std::string key;         // PlannedRun::key: what --resume matches finished runs by
   int64_t budget = 0;      // resolved for the first window
   int64_t document = 0;
   std::string source;
@@ -41,17 +44,17 @@ std::string markdown_table(const std::vector<PplRow>& rows, const std::string& c
 std::string csv_table(const std::vector<PplRow>& rows);
 
 struct PplProvenance {
-  std::string model_path, command_line, protocol, positions, aggregation;
-  int64_t window = 0, stride = 0, sinks = 0, recent = -1;
-  uint64_t seed = 0;
+  std::string model_path, command_line;
+  SweepSettings settings;  // every setting is written as a root attribute of its own name
   std::vector<std::string> sources;
   int64_t batch = 1;  // runs stepped together; results do not depend on it
 };
 
 void write_ppl_results(const std::string& path, const std::vector<PplRun>& runs, const PplProvenance& provenance,
                        const std::string& model_config_json);
-// Refuses to resume from a file written with another sweep setting (model, protocol,
-// positions, aggregation, window, stride, sinks, recent, seed, inputs), naming the first that differs.
+// Refuses to resume from a file written with another model or another setting that changes
+// numbers, naming the first that differs. (Runs are then matched by key, which also covers
+// each document's tokens.)
 void check_resumable(const std::string& path, const PplProvenance& now);
 // Reads runs back through the schema check (used by --resume and by tests).
 std::vector<PplRun> read_ppl_results(const std::string& path);

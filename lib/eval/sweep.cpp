@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "cache/policy_registry.h"
 #include "core/error.h"
 #include "eval/document_run.h"
 #include "model/llama.h"
@@ -97,7 +98,7 @@ SweepMemory estimate_sweep_memory(const LlamaModel& model, const std::vector<Swe
     int64_t capacity = 0;
     for (const Window& win : *r.windows) {
       const int64_t len = win.end - win.begin;
-      capacity = std::max(capacity, r.config.policy == "full" ? len : std::min(len, r.config.budget.resolve(len)) + 1);
+      capacity = std::max(capacity, policy_info(r.config.policy).traits.keeps_everything ? len : std::min(len, r.config.budget.resolve(len)) + 1);
     }
     // The step's transient tensors: fp32 scores and probabilities over the cache for one
     // layer, the residual stream, and the fp32 logits row with its log-softmax.

@@ -1,6 +1,8 @@
 #include "io/atomic_output.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -54,6 +56,10 @@ AtomicOutput::AtomicOutput(const std::filesystem::path& final_path, bool overwri
   std::error_code ec;
   if (final_.empty()) fail("no output path given");
   if (fs::is_directory(final_, ec)) fail(final_.string(), ": is a directory; give a file name");
+  // Only a regular file is ever replaced: renaming over a device or a FIFO would destroy it.
+  if (fs::exists(final_, ec) && !fs::is_regular_file(final_, ec)) {
+    fail(final_.string(), ": is not a regular file (a device, FIFO or socket); outputs must be regular files");
+  }
   if (fs::exists(final_, ec) && !overwrite) {
     fail(final_.string(), ": already exists; pass --force to overwrite it or choose another --out");
   }
@@ -61,6 +67,7 @@ AtomicOutput::AtomicOutput(const std::filesystem::path& final_path, bool overwri
   if (dir.empty()) dir = ".";
   if (!fs::is_directory(dir, ec)) fail(final_.string(), ": directory '", dir.string(), "' does not exist");
   if (::access(dir.c_str(), W_OK) != 0) fail(final_.string(), ": directory '", dir.string(), "' is not writable");
+  overwrite_ = overwrite;
   temp_ = final_;
   temp_ += ".partial-" + std::to_string(::getpid());
   slot_ = register_pending(temp_.string());
@@ -76,8 +83,21 @@ AtomicOutput::~AtomicOutput() {
 
 void AtomicOutput::commit() {
   std::error_code ec;
-  std::filesystem::rename(temp_, final_, ec);
-  if (ec) fail(final_.string(), ": cannot move the finished output into place: ", ec.message());
+  if (std::filesystem::exists(final_, ec) && !std::filesystem::is_regular_file(final_, ec)) {
+    fail(final_.string(), ": became something other than a regular file while kvscope ran; the output is not moved there");
+  }
+  if (!overwrite_) {
+    // Another run that wrote the same path first wins; this one refuses, as it would have
+    // had that run finished before it started.
+    if (::renameat2(AT_FDCWD, temp_.c_str(), AT_FDCWD, final_.c_str(), RENAME_NOREPLACE) != 0) {
+      const int err = errno;
+      if (err == EEXIST) fail(final_.string(), ": was written by another run while this one ran; pass --force to overwrite it");
+      fail(final_.string(), ": cannot move the finished output into place: ", std::strerror(err));
+    }
+  } else {
+    std::filesystem::rename(temp_, final_, ec);
+    if (ec) fail(final_.string(), ": cannot move the finished output into place: ", ec.message());
+  }
   committed_ = true;
 }
 

@@ -10,8 +10,9 @@ namespace kvscope {
 // a "*.partial-PID" file behind, which no reader takes for a result.
 class AtomicOutput {
  public:
-  // Fails up front if the directory is missing or unwritable, or if the file exists and
-  // `overwrite` is false.
+  // Fails up front if the directory is missing or unwritable, if the path exists and is not
+  // a regular file, or if it exists and `overwrite` is false. Without `overwrite`, commit()
+  // refuses a file that appeared meanwhile (another run of the same command).
   AtomicOutput(const std::filesystem::path& final_path, bool overwrite);
   ~AtomicOutput();
   AtomicOutput(const AtomicOutput&) = delete;
@@ -24,6 +25,7 @@ class AtomicOutput {
  private:
   std::filesystem::path final_, temp_;
   bool committed_ = false;
+  bool overwrite_ = false;
   int slot_ = -1;
 };
 

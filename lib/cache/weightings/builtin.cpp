@@ -33,7 +33,7 @@ class Uniform : public MergeWeighting {
 };
 KVSCOPE_REGISTER_MERGE_WEIGHTING(Uniform, "uniform", "1/2 : 1/2");
 
-// e_j/(e_j+e_r) for the current query: the convex approximation of the ideal merge (spec 1.2).
+// e_j/(e_j+e_r) for the current query: the convex approximation of the ideal merge (methods §3, Eq. 6).
 class CurrentSoftmax : public MergeWeighting {
  public:
   double weight(const MergeCandidate& c) const override { return share(c.current_j, c.current_r); }

@@ -1,4 +1,4 @@
-// An attention-free weighting (spec 6, extension ideas): low-norm keys attract attention
+// An attention-free weighting (methods §3): low-norm keys attract attention
 // (Devoto et al.), so weight each value by exp(-||k||), normalised over the pair.
 #include <cmath>
 

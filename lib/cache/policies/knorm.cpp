@@ -1,0 +1,28 @@
+// The L2-norm rule of Devoto et al. (methods §2.6): the middle token with the highest key
+// norm leaves, per head; --skip-layers leaves layers uncompressed.
+#include "cache/policy_registry.h"
+
+namespace kvscope {
+namespace {
+
+class KnormPolicy : public CachePolicy {
+ public:
+  using CachePolicy::CachePolicy;
+  void decide(int, const std::vector<HeadCells>& heads, const StepView&, std::vector<Decision>& out) override {
+    for (size_t h = 0; h < heads.size(); ++h) {
+      const HeadCells& s = heads[h];
+      out[h] = Decision::drop(argmin(middle(s), [&](int i) { return -static_cast<double>(s.key_norm(s.slot(i))); }));
+    }
+  }
+};
+
+PolicyTraits knorm_traits() {
+  PolicyTraits t;
+  t.options = kReadsSinks | kReadsRecent | kReadsSkipLayers;
+  t.listing = 4;
+  return t;
+}
+KVSCOPE_REGISTER_POLICY(KnormPolicy, "knorm", "highest key L2 norm among the middle tokens, per head", knorm_traits());
+
+}  // namespace
+}  // namespace kvscope

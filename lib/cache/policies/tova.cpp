@@ -1,0 +1,44 @@
+// TOVA (methods §2.5): one token set per layer; the middle token with the lowest attention
+// from the last query, averaged over every query head of the layer, leaves every KV head.
+#include "cache/policy_registry.h"
+#include "core/error.h"
+
+namespace kvscope {
+namespace {
+
+class TovaPolicy : public CachePolicy {
+ public:
+  using CachePolicy::CachePolicy;
+  void decide(int, const std::vector<HeadCells>& heads, const StepView& step, std::vector<Decision>& out) override {
+    const HeadCells& first = heads[0];
+    for (const HeadCells& s : heads) {
+      if (s.size() != first.size()) fail("tova keeps one token set per layer, but the heads of a layer hold different numbers of tokens");
+    }
+    const int kv = static_cast<int>(heads.size()), group = step.query_heads() / kv;
+    // Each KV head's group mean first, then the mean over KV heads: the float64 order the
+    // score has always been computed in.
+    const int j = argmin(middle(first), [&](int i) {
+      double total = 0;
+      for (int h = 0; h < kv; ++h) {
+        double sum = 0;
+        for (int g = 0; g < group; ++g) sum += step.attention(h * group + g, heads[static_cast<size_t>(h)].slot(i));
+        total += sum / static_cast<double>(group);
+      }
+      return total / static_cast<double>(kv);
+    });
+    for (size_t h = 0; h < heads.size(); ++h) out[h] = Decision::drop(j);
+  }
+};
+
+PolicyTraits tova_traits() {
+  PolicyTraits t;
+  t.reads_attention = true;
+  t.per_layer = true;
+  t.options = kReadsSinks | kReadsRecent;
+  t.listing = 3;
+  return t;
+}
+KVSCOPE_REGISTER_POLICY(TovaPolicy, "tova", "lowest attention from the last query, averaged over all heads of the layer", tova_traits());
+
+}  // namespace
+}  // namespace kvscope

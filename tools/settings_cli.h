@@ -1,0 +1,58 @@
+#pragma once
+// Command-line options from a settings struct's for_each (eval/sweep_plan.h): each setting
+// becomes one option with its help, its range or choices, and its default shown.
+#include <CLI/CLI.hpp>
+
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "core/error.h"
+#include "eval/sweep_plan.h"
+
+namespace kvscope::tools {
+
+template <typename Settings>
+void add_setting_options(CLI::App* cmd, Settings& settings) {
+  settings.for_each([cmd](auto& value, const SettingInfo& info) {
+    using T = std::decay_t<decltype(value)>;
+    const std::string flag = std::string("--") + info.name;
+    if constexpr (std::is_same_v<T, bool>) {
+      cmd->add_flag(flag, value, info.help);
+    } else {
+      CLI::Option* opt = cmd->add_option(flag, value, info.help)->capture_default_str();
+      if constexpr (std::is_integral_v<T>) {
+        // A one-line kvscope error naming the option and what it allows, not CLI11's range text.
+        const int64_t min = info.min;
+        const std::string name = info.name;
+        opt->check(CLI::Validator(
+            [min, name](std::string& text) -> std::string {
+              try {
+                size_t used = 0;
+                const long long v = std::stoll(text, &used);
+                if (used != text.size()) throw std::invalid_argument(text);
+                if (v < min) return concat("--", name, " ", text, ": must be at least ", min);
+              } catch (const std::exception&) {
+                return concat("--", name, " '", text, "': expected a whole number");
+              }
+              return std::string();
+            },
+            "", ""));
+      } else if (!info.choices.empty()) {
+        opt->check(CLI::IsMember(info.choices));
+      }
+    }
+  });
+}
+
+// The settings given on the command line, by name (SweepSettings' `given`).
+template <typename Settings>
+std::vector<std::string> given_settings(CLI::App* cmd, Settings& settings) {
+  std::vector<std::string> given;
+  settings.for_each([&](auto&, const SettingInfo& info) {
+    if (cmd->count(std::string("--") + info.name) > 0) given.push_back(info.name);
+  });
+  return given;
+}
+
+}  // namespace kvscope::tools
