@@ -3,6 +3,8 @@
 // value. A policy only decides; PolicyCache applies the decision to the tensors. Policies
 // live one per file in cache/policies/ and register themselves by name with their traits
 // (policy_registry.h); docs/methods.md §2 gives each rule's equations.
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -99,6 +101,23 @@ class CachePolicy {
     }
     return best;
   }
+  // argmin for scores computed from stored keys: scores within `relative` of the lowest
+  // count as equal and the earliest of them wins. A key computed in a prefill chunk and the
+  // same key decoded alone differ by rounding (matrix products of different row counts), so
+  // exact comparison would break ties between repeated tokens differently in the two paths
+  // (methods §2.2).
+  template <typename Score>
+  static int argmin_near(Region r, Score score, double relative) {
+    double best = std::numeric_limits<double>::infinity();
+    for (int i = r.begin; i < r.end; ++i) best = std::min(best, score(i));
+    const double limit = best + relative * std::abs(best);
+    for (int i = r.begin; i < r.end; ++i)
+      if (score(i) <= limit) return i;
+    return r.begin;
+  }
+  // The tolerance of argmin_near: well above float32 rounding of a key (~1e-7), well below
+  // the differences between keys of different tokens.
+  static constexpr double kKeyScoreTolerance = 1e-5;
 
   const PolicyOptions options_;
 };

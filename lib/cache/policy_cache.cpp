@@ -101,8 +101,18 @@ AttentionInputs PolicyCache::append(int layer_index, const NewEntries& e) {
   const int64_t KV = config_.num_kv_heads, T = e.v.size(1);
   const at::Tensor host_pos = e.positions.to(at::kCPU);
   l.new_positions.assign(host_pos.data_ptr<int64_t>(), host_pos.data_ptr<int64_t>() + T);
-  const at::Tensor norms = e.k_pre_rope.to(at::kFloat).norm(2, {-1}).to(at::kCPU).contiguous();  // [KV, T]
-  const float* norm_data = norms.data_ptr<float>();
+  // Key norms in one fixed order (float64, dimension by dimension) whatever the number of
+  // tokens: at::norm vectorises differently for one row and for many, and a rounding
+  // difference between prefill and decode would break ties between equal keys differently.
+  const at::Tensor keys_host = e.k_pre_rope.to(at::kCPU, at::kFloat).contiguous();  // [KV, T, hd]
+  const float* key_data = keys_host.data_ptr<float>();
+  const int64_t hd = keys_host.size(2);
+  std::vector<float> norm_data(static_cast<size_t>(KV * T));
+  for (int64_t r = 0; r < KV * T; ++r) {
+    double sum = 0.0;
+    for (int64_t d = 0; d < hd; ++d) sum += static_cast<double>(key_data[r * hd + d]) * key_data[r * hd + d];
+    norm_data[static_cast<size_t>(r)] = static_cast<float>(std::sqrt(sum));
+  }
 
   // Choose a slot for each (head, token): a freed slot first, else the next unused one.
   std::vector<int64_t> head_idx, slot_idx;

@@ -1,5 +1,6 @@
 // The L2-norm rule of Devoto et al. (methods §2.6): the middle token with the highest key
-// norm leaves, per head; --skip-layers leaves layers uncompressed.
+// norm leaves, per head (norms within a relative 1e-5 count as equal: the earliest leaves);
+// --skip-layers leaves layers uncompressed.
 #include "cache/policy_registry.h"
 
 namespace kvscope {
@@ -11,7 +12,8 @@ class KnormPolicy : public CachePolicy {
   void decide(int, const std::vector<HeadCells>& heads, const StepView&, std::vector<Decision>& out) override {
     for (size_t h = 0; h < heads.size(); ++h) {
       const HeadCells& s = heads[h];
-      out[h] = Decision::drop(argmin(middle(s), [&](int i) { return -static_cast<double>(s.key_norm(s.slot(i))); }));
+      out[h] = Decision::drop(
+          argmin_near(middle(s), [&](int i) { return -static_cast<double>(s.key_norm(s.slot(i))); }, kKeyScoreTolerance));
     }
   }
 };
