@@ -1,6 +1,8 @@
 // Cache policies: the paper's toy example, an independent slow replay of every policy's rule
 // checked at every step of a real micro-model run, and the exactness properties of kvscope ppl.
 #include <gtest/gtest.h>
+
+#include <limits>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -9,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <random>
 
 #include "cache/policy_cache.h"
@@ -145,22 +148,17 @@ class Reference {
       const int lo = static_cast<int>(sinks_), hi = n - static_cast<int>(recent_);
       int victim = lo;
       if (policy_ == "h2o") {
-        for (int i = lo; i < hi; ++i) if (e[i].acc < e[victim].acc) victim = i;
+        victim = earliest_near_min(lo, hi, [&](int i) { return e[i].acc; });
       } else if (policy_ == "knorm") {
-        for (int i = lo; i < hi; ++i) if (e[i].norm > e[victim].norm) victim = i;
+        victim = earliest_near_min(lo, hi, [&](int i) { return -e[i].norm; });
       } else if (policy_ == "tova") {
-        if (tova_victim < 0) {
-          tova_victim = lo;
-          for (int i = lo; i < hi; ++i) if (tova_score[e[i].pos] < tova_score[e[tova_victim].pos]) tova_victim = i;
-        }
+        if (tova_victim < 0) tova_victim = earliest_near_min(lo, hi, [&](int i) { return tova_score[e[i].pos]; });
         victim = tova_victim;
       } else if (policy_ == "random") {
         victim = lo + static_cast<int>(rng_() % static_cast<uint64_t>(hi - lo));
       } else if (policy_ == "weightedkv" || policy_ == "weightedkv-evict") {
         const int end = n - static_cast<int>(std::max<int64_t>(recent_, 1));
-        for (int i = lo; i < end; ++i) {
-          if (e[i].acc / e[i].count < e[victim].acc / e[victim].count) victim = i;
-        }
+        victim = earliest_near_min(lo, end, [&](int i) { return e[i].acc / e[i].count; });
         if (policy_ == "weightedkv") {
           RefEntry& r = e[victim + 1];
           const double aj = e[victim].acc / e[victim].count, ar = r.acc / r.count;
@@ -182,6 +180,16 @@ class Reference {
       }
       e.erase(e.begin() + victim);
     }
+  }
+
+  // The documented tie rule (methods §2.2): the earliest score within a relative 1e-5 of the lowest.
+  template <typename Score>
+  static int earliest_near_min(int lo, int hi, Score score) {
+    double best = std::numeric_limits<double>::infinity();
+    for (int i = lo; i < hi; ++i) best = std::min(best, score(i));
+    for (int i = lo; i < hi; ++i)
+      if (score(i) <= best + 1e-5 * std::abs(best)) return i;
+    return lo;
   }
 
   std::vector<int64_t> kept(int layer, int head) const {

@@ -44,7 +44,8 @@ class RedundantKey : public CachePolicy {
   void decide(int, const std::vector<HeadCells>& heads, const StepView& step, std::vector<Decision>& out) override {
     for (size_t h = 0; h < heads.size(); ++h) {
       const HeadCells& s = heads[h];
-      out[h] = Decision::drop(argmin(middle(s, 1), [&](int i) {  // argmin: ties go to the earliest token
+      // Scores from stored keys compare with the key tolerance; near-ties go to the earliest token.
+      out[h] = Decision::drop(argmin_near(middle(s, 1), [&](int i) {
         return -cosine_similarity(step.key(int(h), s.slot(i)), step.key(int(h), s.slot(i + 1)));
       }));
     }

@@ -87,27 +87,13 @@ class CachePolicy {
   Region middle(const HeadCells& h, int64_t min_recent = 0) const {
     return Region{static_cast<int>(options_.sinks), h.size() - static_cast<int>(std::max(options_.recent, min_recent))};
   }
-  // The lowest score in the region; ties go to the earliest token (methods §2.2).
+  // argmin for scores computed from the cache's keys or attention: scores within `relative`
+  // of the lowest count as equal and the earliest of them wins. A prefill chunk computes keys
+  // and attention with matrix products of many rows, a decode step with one row, and the two
+  // round differently (float32, ~1e-7 relative); exact comparison would break ties and
+  // near-ties (repeated tokens) differently in the two paths (methods §2.2).
   template <typename Score>
-  static int argmin(Region r, Score score) {
-    int best = r.begin;
-    double best_score = std::numeric_limits<double>::infinity();
-    for (int i = r.begin; i < r.end; ++i) {
-      const double s = score(i);
-      if (s < best_score) {
-        best_score = s;
-        best = i;
-      }
-    }
-    return best;
-  }
-  // argmin for scores computed from stored keys: scores within `relative` of the lowest
-  // count as equal and the earliest of them wins. A key computed in a prefill chunk and the
-  // same key decoded alone differ by rounding (matrix products of different row counts), so
-  // exact comparison would break ties between repeated tokens differently in the two paths
-  // (methods §2.2).
-  template <typename Score>
-  static int argmin_near(Region r, Score score, double relative) {
+  static int argmin_near(Region r, Score score, double relative = kScoreTolerance) {
     double best = std::numeric_limits<double>::infinity();
     for (int i = r.begin; i < r.end; ++i) best = std::min(best, score(i));
     const double limit = best + relative * std::abs(best);
@@ -115,9 +101,8 @@ class CachePolicy {
       if (score(i) <= limit) return i;
     return r.begin;
   }
-  // The tolerance of argmin_near: well above float32 rounding of a key (~1e-7), well below
-  // the differences between keys of different tokens.
-  static constexpr double kKeyScoreTolerance = 1e-5;
+  // Well above float32 rounding, well below the score differences that decide anything.
+  static constexpr double kScoreTolerance = 1e-5;
 
   const PolicyOptions options_;
 };

@@ -10,7 +10,7 @@ class H2OPolicy : public CachePolicy {
   void decide(int, const std::vector<HeadCells>& heads, const StepView&, std::vector<Decision>& out) override {
     for (size_t h = 0; h < heads.size(); ++h) {
       const HeadCells& s = heads[h];
-      out[h] = Decision::drop(argmin(middle(s), [&](int i) { return s.attention_sum(s.slot(i)); }));
+      out[h] = Decision::drop(argmin_near(middle(s), [&](int i) { return s.attention_sum(s.slot(i)); }));
     }
   }
 };

@@ -13,7 +13,7 @@ class KnormPolicy : public CachePolicy {
     for (size_t h = 0; h < heads.size(); ++h) {
       const HeadCells& s = heads[h];
       out[h] = Decision::drop(
-          argmin_near(middle(s), [&](int i) { return -static_cast<double>(s.key_norm(s.slot(i))); }, kKeyScoreTolerance));
+          argmin_near(middle(s), [&](int i) { return -static_cast<double>(s.key_norm(s.slot(i))); }));
     }
   }
 };

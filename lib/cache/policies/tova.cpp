@@ -17,7 +17,7 @@ class TovaPolicy : public CachePolicy {
     const int kv = static_cast<int>(heads.size()), group = step.query_heads() / kv;
     // Each KV head's group mean first, then the mean over KV heads: the float64 order the
     // score has always been computed in.
-    const int j = argmin(middle(first), [&](int i) {
+    const int j = argmin_near(middle(first), [&](int i) {
       double total = 0;
       for (int h = 0; h < kv; ++h) {
         double sum = 0;

@@ -21,7 +21,7 @@ class WeightedKvBase : public CachePolicy {
       const HeadCells& s = heads[h];
       Region r = middle(s, 1);
       if (options_.neighbour_in_middle && r.end - 1 > r.begin) r.end -= 1;
-      const int j = argmin(r, [&](int i) { return s.average_attention(s.slot(i)); });
+      const int j = argmin_near(r, [&](int i) { return s.average_attention(s.slot(i)); });
       if (!merge_) {
         out[h] = Decision::drop(j);
         continue;
