@@ -96,7 +96,7 @@ struct RefEntry {
   double acc = 0;
   int64_t count = 0, mult = 1;
   double norm = 0;
-  std::vector<double> value;
+  std::vector<double> value, key;  // key as stored: after RoPE (original positions)
 };
 
 struct Capture : ForwardObserver {
@@ -105,16 +105,26 @@ struct Capture : ForwardObserver {
     probs[a.layer] = a.attention->to(at::kDouble).clone();
     key_pos[a.layer] = a.key_positions.clone();
     k_pre[a.layer] = a.k_pre_rope.to(at::kDouble).clone();
+    k[a.layer] = a.k.to(at::kDouble).clone();
     v[a.layer] = a.v.to(at::kDouble).clone();
   }
-  std::map<int, at::Tensor> probs, key_pos, k_pre, v;
+  std::map<int, at::Tensor> probs, key_pos, k_pre, k, v;
+};
+
+// The options that change a decision, as the reference reads them.
+struct RefOptions {
+  AttentionAggregation aggregation = AttentionAggregation::Mean;
+  MergeReceiver receiver = MergeReceiver::Right;
+  bool neighbour_in_middle = false;
+  std::vector<int> skip_layers;
 };
 
 class Reference {
  public:
-  Reference(std::string policy, int layers, int heads, int kv, int64_t budget, int64_t sinks, int64_t recent, uint64_t seed)
+  Reference(std::string policy, int layers, int heads, int kv, int64_t budget, int64_t sinks, int64_t recent, uint64_t seed,
+            RefOptions options = {})
       : policy_(std::move(policy)), H_(heads), KV_(kv), budget_(budget), sinks_(sinks), recent_(recent), rng_(seed),
-        state_(layers, std::vector<std::vector<RefEntry>>(kv)) {}
+        options_(std::move(options)), state_(layers, std::vector<std::vector<RefEntry>>(kv)) {}
 
   // One decode step of one layer: the new token at `pos`, the attention over the cache.
   void step(int layer, int64_t pos, const Capture& cap) {
@@ -129,17 +139,26 @@ class Reference {
       e.norm = cap.k_pre.at(layer)[h][0].norm().item<double>();
       const at::Tensor vv = cap.v.at(layer)[h][0];
       for (int64_t d = 0; d < vv.size(0); ++d) e.value.push_back(vv[d].item<double>());
+      const at::Tensor kk = cap.k.at(layer)[h][0];
+      for (int64_t d = 0; d < kk.size(0); ++d) e.key.push_back(kk[d].item<double>());
       entries.push_back(e);
       for (int64_t col = 0; col < p.size(2); ++col) {
         const int64_t kpos = kp[h][col].item<int64_t>();
-        double sum = 0;
-        for (int g = 0; g < group; ++g) sum += p[h * group + g][0][col].item<double>();
+        double sum = 0, largest = -1;
+        for (int g = 0; g < group; ++g) {
+          sum += p[h * group + g][0][col].item<double>();
+          largest = std::max(largest, p[h * group + g][0][col].item<double>());
+        }
+        const double aggregated = options_.aggregation == AttentionAggregation::Mean ? sum / group
+                                  : options_.aggregation == AttentionAggregation::Sum ? sum : largest;
         for (auto& x : entries) {
-          if (x.pos == kpos) { x.acc += sum / group; x.count += 1; }
+          if (x.pos == kpos) { x.acc += aggregated; x.count += 1; }
         }
         tova_score[kpos] += sum / H_;
       }
     }
+    const auto& skip = options_.skip_layers;
+    if (std::find(skip.begin(), skip.end(), layer) != skip.end()) return;
     if (policy_ == "full" || static_cast<int64_t>(state_[layer][0].size()) <= budget_) return;
     int tova_victim = -1;
     for (int h = 0; h < KV_; ++h) {
@@ -157,10 +176,30 @@ class Reference {
       } else if (policy_ == "random") {
         victim = lo + static_cast<int>(rng_() % static_cast<uint64_t>(hi - lo));
       } else if (policy_ == "weightedkv" || policy_ == "weightedkv-evict") {
-        const int end = n - static_cast<int>(std::max<int64_t>(recent_, 1));
+        int end = n - static_cast<int>(std::max<int64_t>(recent_, 1));
+        if (options_.neighbour_in_middle && end - 1 > lo) end -= 1;
         victim = earliest_near_min(lo, end, [&](int i) { return e[i].acc / e[i].count; });
         if (policy_ == "weightedkv") {
-          RefEntry& r = e[victim + 1];
+          int receiver = victim + 1;
+          if (options_.receiver == MergeReceiver::Left && victim > 0) receiver = victim - 1;
+          if (options_.receiver == MergeReceiver::MostSimilarKey) {
+            double best = -2;
+            for (int i = 0; i < n; ++i) {
+              if (i == victim) continue;
+              double dot = 0, na = 0, nb = 0;
+              for (size_t d = 0; d < e[i].key.size(); ++d) {
+                dot += e[victim].key[d] * e[i].key[d];
+                na += e[victim].key[d] * e[victim].key[d];
+                nb += e[i].key[d] * e[i].key[d];
+              }
+              const double cos = dot / std::sqrt(na * nb);
+              if (cos > best + 1e-9) {  // float32 keys: a difference below that is no preference
+                best = cos;
+                receiver = i;
+              }
+            }
+          }
+          RefEntry& r = e[receiver];
           const double aj = e[victim].acc / e[victim].count, ar = r.acc / r.count;
           const double w = aj / (aj + ar);
           for (size_t d = 0; d < r.value.size(); ++d) r.value[d] = w * e[victim].value[d] + (1 - w) * r.value[d];
@@ -204,6 +243,7 @@ class Reference {
   int H_, KV_;
   int64_t budget_, sinks_, recent_;
   std::mt19937_64 rng_;
+  RefOptions options_;
   std::vector<std::vector<std::vector<RefEntry>>> state_;
 };
 
@@ -249,42 +289,93 @@ class PolicyTest : public ::testing::TestWithParam<std::string> {
   static inline std::vector<int64_t> ids_;
 };
 
-TEST_P(PolicyTest, AgreesWithSlowReferenceAtEveryStep) {
-  const std::string policy = GetParam();
-  const int64_t budget = 12, sinks = 2;
-  const ModelConfig& c = model_->config();
+// Runs `policy` token by token and compares the cache with the slow reference after every
+// layer of every step: kept tokens, and for merging policies the stored values and multiplicities.
+void expect_matches_reference(const LlamaModel& model, const std::vector<int64_t>& ids, const std::string& policy, int64_t budget,
+                              int64_t sinks, int64_t recent_option, const RefOptions& options) {
+  const ModelConfig& c = model.config();
   PolicyOptions po;
   po.budget = budget;
   po.sinks = sinks;
-  po.recent = policy == "streaming" || policy == "cam" ? -1 : 4;
+  po.recent = recent_option;
   po.seed = 5;
+  po.receiver = options.receiver;
+  po.neighbour_in_middle = options.neighbour_in_middle;
+  po.skip_layers = options.skip_layers;
   auto pol = std::shared_ptr<CachePolicy>(make_policy(policy, po));
   const int64_t recent = pol->recent();
   PolicyCache cache(PolicyCacheConfig{c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, at::kFloat, at::kCPU,
-                                      PositionMode::Original, AttentionAggregation::Mean},
-                    pol, model_->rope(), policy == "full" ? 1000 : budget);
-  Reference ref(policy, static_cast<int>(c.num_layers), static_cast<int>(c.num_heads), static_cast<int>(c.num_kv_heads),
-                budget, sinks, recent, 5);
+                                      PositionMode::Original, options.aggregation},
+                    pol, model.rope(), policy == "full" ? 1000 : budget);
+  Reference ref(policy, static_cast<int>(c.num_layers), static_cast<int>(c.num_heads), static_cast<int>(c.num_kv_heads), budget,
+                pol->sinks(), recent, 5, options);
+  const std::string where = concat(policy, " budget ", budget, " sinks ", sinks, " recent ", recent, " aggregation ",
+                                   static_cast<int>(options.aggregation), " receiver ", merge_receiver_name(options.receiver),
+                                   options.neighbour_in_middle ? " in-middle" : "", options.skip_layers.empty() ? "" : " skip");
   Capture cap;
-  for (int64_t t = 0; t < static_cast<int64_t>(ids_.size()); ++t) {
-    model_->forward(at::tensor(std::vector<int64_t>{ids_[t]}, at::kLong), t, cache, &cap, Logits::None);
+  for (int64_t t = 0; t < static_cast<int64_t>(ids.size()); ++t) {
+    model.forward(at::tensor(std::vector<int64_t>{ids[t]}, at::kLong), t, cache, &cap, Logits::None);
     for (int l = 0; l < c.num_layers; ++l) {
       ref.step(l, t, cap);
+      const bool skipped = std::find(options.skip_layers.begin(), options.skip_layers.end(), l) != options.skip_layers.end();
       for (int h = 0; h < c.num_kv_heads; ++h) {
-        ASSERT_EQ(cache.kept_positions(l, h), ref.kept(l, h)) << policy << " step " << t << " layer " << l << " head " << h;
-        if (policy != "full") ASSERT_LE(cache.size(l), budget);
+        ASSERT_EQ(cache.kept_positions(l, h), ref.kept(l, h)) << where << " step " << t << " layer " << l << " head " << h;
+        if (policy != "full" && !skipped) ASSERT_LE(cache.size(l), budget);
         if (policy == "weightedkv" || policy == "cam") {
           const auto& entries = ref.entries(l, h);
           for (size_t i = 0; i < entries.size(); ++i) {
             const auto got = cache.value(l, h, static_cast<int>(i));
-            for (size_t d = 0; d < got.size(); ++d) ASSERT_NEAR(got[d], entries[i].value[d], 1e-5) << "value of entry " << i;
+            for (size_t d = 0; d < got.size(); ++d) ASSERT_NEAR(got[d], entries[i].value[d], 1e-5) << where << " value of entry " << i;
             if (policy == "weightedkv") ASSERT_EQ(cache.cells(l, h).multiplicity(cache.cells(l, h).slot(static_cast<int>(i))), entries[i].mult);
           }
         }
       }
     }
   }
-  if (policy != "full") EXPECT_EQ(cache.size(0), budget);
+  cache.check_invariants();
+  if (policy != "full") EXPECT_EQ(cache.size(c.num_layers - 1), options.skip_layers.empty() ? budget : cache.size(c.num_layers - 1));
+}
+
+TEST_P(PolicyTest, AgreesWithSlowReferenceAtEveryStep) {
+  const std::string policy = GetParam();
+  expect_matches_reference(*model_, ids_, policy, 12, 2, policy == "streaming" || policy == "cam" ? -1 : 4, RefOptions{});
+}
+
+// Every option that changes a decision, against the same reference: budget/sinks/recent
+// splits, GQA aggregation, receivers, the in-middle rule and skipped layers.
+TEST_P(PolicyTest, AgreesWithSlowReferenceUnderEveryDecisionOption) {
+  const std::string policy = GetParam();
+  const PolicyTraits& traits = policy_info(policy).traits;
+  struct Split {
+    int64_t budget, sinks, recent;
+  };
+  for (const Split sp : {Split{9, 0, 0}, Split{14, 3, -1}, Split{11, 1, 2}}) {
+    expect_matches_reference(*model_, ids_, policy, sp.budget, sp.sinks, traits.options & kReadsRecent ? sp.recent : -1, RefOptions{});
+  }
+  for (AttentionAggregation agg : {AttentionAggregation::Sum, AttentionAggregation::Max}) {
+    RefOptions o;
+    o.aggregation = agg;
+    expect_matches_reference(*model_, ids_, policy, 12, 2, -1, o);
+  }
+  if (traits.options & kReadsReceiver) {
+    for (MergeReceiver r : {MergeReceiver::Left, MergeReceiver::MostSimilarKey}) {
+      RefOptions o;
+      o.receiver = r;
+      expect_matches_reference(*model_, ids_, policy, 12, 2, 4, o);
+    }
+  }
+  if (traits.options & kReadsNeighbourInMiddle) {
+    RefOptions o;
+    o.neighbour_in_middle = true;
+    expect_matches_reference(*model_, ids_, policy, 12, 2, 4, o);
+  }
+  if (traits.options & kReadsSkipLayers) {
+    for (int layer : {0, 1}) {
+      RefOptions o;
+      o.skip_layers = {layer};
+      expect_matches_reference(*model_, ids_, policy, 12, 2, 4, o);
+    }
+  }
 }
 
 TEST_P(PolicyTest, PrefillThenDecodeEqualsPureDecoding) {

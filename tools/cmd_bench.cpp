@@ -105,9 +105,9 @@ Command register_bench(CLI::App& app) {
   cmd->add_option("MODEL_DIR", model_dir, "Hugging Face model directory (or use --random)");
   cmd->add_option("--random", random_spec,
                   std::string("benchmark a random-weight model: ") + kRandomSpecHelp);
-  cmd->add_option("--prefill", prefill, "tokens in the timed prefill")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--context", context, "cache length before the timed decode steps")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--decode", decode, "timed decode steps")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--prefill", prefill, "tokens in the timed prefill")->capture_default_str()->check(at_least(1));
+  cmd->add_option("--context", context, "cache length before the timed decode steps")->capture_default_str()->check(at_least(1));
+  cmd->add_option("--decode", decode, "timed decode steps")->capture_default_str()->check(at_least(1));
   cmd->add_option("--svd", svd,
                   "instead: time singular values of COUNT matrices ROWS x COLS (ROWS,COLS,COUNT), the spectrum code path; "
                   "entry k = i*COLS + j of matrix b is frac(43758.5453 * sin(12.9898 * k + 78.233 * b)), a full-rank pseudo-random "
@@ -115,9 +115,9 @@ Command register_bench(CLI::App& app) {
   cmd->add_option("--sweep", sweep,
                   "instead: perplexity-sweep throughput (scored tokens/s over all runs) for each batch size in a comma-separated "
                   "list, e.g. 1,4,16,64; batch B runs max(B, 8) runs cycling through the eight budgeted policies");
-  cmd->add_option("--sweep-tokens", sweep_tokens, "document length of each sweep run")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--sweep-budget", sweep_budget, "cache budget of each sweep run")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--repeat", repeat, "repetitions; the best is reported")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--sweep-tokens", sweep_tokens, "document length of each sweep run")->capture_default_str()->check(at_least(1));
+  cmd->add_option("--sweep-budget", sweep_budget, "cache budget of each sweep run")->capture_default_str()->check(at_least(1));
+  cmd->add_option("--repeat", repeat, "repetitions; the best is reported")->capture_default_str()->check(at_least(1));
   add_runtime_options(cmd, rt);
   return {cmd, [] {
             if (!svd.empty()) {
@@ -152,17 +152,21 @@ Command register_bench(CLI::App& app) {
               sweep_batches = parse_sweep_batches(sweep);
               if (sweep_budget >= sweep_tokens) fail("--sweep-budget must be below --sweep-tokens");
             }
+            if (!model_dir.empty() && !random_spec.empty()) fail("give MODEL_DIR or --random, not both");
             std::string dir = model_dir;
-            std::filesystem::path tmp;
-            if (dir.empty()) {
-              tmp = std::filesystem::temp_directory_path() / ("kvscope-bench-" + std::to_string(::getpid()));
-              write_random_model(tmp.string(), parse_random_model_spec(random_spec));
-              dir = tmp.string();
-            }
+            // Removed on every way out, a failed write included.
             struct Cleanup {
               std::filesystem::path p;
               ~Cleanup() { if (!p.empty()) { std::error_code ec; std::filesystem::remove_all(p, ec); } }
-            } cleanup{tmp};
+            } cleanup;
+            if (dir.empty()) {
+              const RandomModelSpec spec = parse_random_model_spec(random_spec);
+              const std::filesystem::path tmp = std::filesystem::temp_directory_path() / ("kvscope-bench-" + std::to_string(::getpid()));
+              check_random_model_spec(spec, tmp.string());
+              cleanup.p = tmp;
+              write_random_model(tmp.string(), spec);
+              dir = tmp.string();
+            }
             const LlamaModel model = load_model(dir, rt);
             const ModelConfig& c = model.config();
             if (sweep.empty() && (prefill > c.max_position_embeddings || context + decode > c.max_position_embeddings)) {

@@ -22,14 +22,14 @@ Command register_dump(CLI::App& app) {
   cmd->add_option("MODEL_DIR", model_dir, "Hugging Face model directory")->required();
   add_document_options(cmd, texts, ids);
   cmd->add_option("-o,--out", out, "output .h5 file (written atomically)")->required();
-  cmd->add_option("--max-tokens", max_tokens, "truncate each document to N tokens (0 = all)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--max-tokens", max_tokens, "truncate each document to N tokens (0 = all)")->check(at_least(0));
   cmd->add_option("--layers", layers, "layers to dump, e.g. 0-3,7 or all")->capture_default_str();
   cmd->add_option("--attention-layers", attention_layers, "layers with full attention (default: --layers)");
   cmd->add_option("--heads", heads, "query heads with full attention, e.g. 0-3 or all")->capture_default_str();
   cmd->add_option("--attention", attention, "none | summary | full")->capture_default_str()->check(CLI::IsMember({"none", "summary", "full"}));
   cmd->add_flag("--queries", queries, "also store q (after RoPE)");
   cmd->add_option("--store-dtype", dtype, "float32 | float16 for stored tensors")->capture_default_str()->check(CLI::IsMember({"float32", "float16"}));
-  cmd->add_option("--chunk", chunk, "prefill chunk (0 = chosen to bound memory)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--chunk", chunk, "prefill chunk (0 = chosen to bound memory)")->check(at_least(0));
   cmd->add_flag("--force", force, "overwrite an existing output file");
   add_runtime_options(cmd, rt);
   return {cmd, [] {

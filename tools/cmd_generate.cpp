@@ -2,6 +2,7 @@
 #include <random>
 
 #include "commands.h"
+#include "io/input_file.h"
 #include "common.h"
 #include "core/error.h"
 #include "model/kv_cache.h"
@@ -38,9 +39,14 @@ Command register_generate(CLI::App& app) {
             if (!input.ids_file.empty()) {
               ids = read_input(model_dir, c, input).ids;
             } else {
-              tok = Tokenizer::load(model_dir, c);
               std::string text = prompt;
-              if (!input.text_file.empty()) text = read_text_file(input.text_file);
+              if (!input.text_file.empty()) {
+                text = read_text_file(input.text_file);
+                check_utf8_text(text, input.text_file);
+                // As score does: an empty file is a mistake, not a request to start from BOS (--prompt "" is that).
+                if (text.find_first_not_of(" \t\r\n") == std::string::npos) fail(input.text_file, ": empty text (nothing to continue)");
+              }
+              tok = Tokenizer::load(model_dir, c);
               ids = text.empty() ? std::vector<int64_t>{} : tok->encode(text).ids;
               if (ids.empty()) {
                 if (c.bos_token_id < 0) fail("empty prompt and the model has no BOS token to start from");

@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <optional>
+#include <sstream>
 
 #include "cache/policy_registry.h"
 #include "commands.h"
@@ -78,12 +79,12 @@ Command register_ppl(CLI::App& app) {
   cmd->add_option("MODEL_DIR", model_dir, "Hugging Face model directory")->required();
   add_document_options(cmd, texts, ids);
   cmd->add_option("-o,--out", out, "results .h5 (CSV and Markdown tables are written beside it)")->required();
-  cmd->add_option("--max-tokens", max_tokens, "truncate each document to N tokens (0 = all)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--max-tokens", max_tokens, "truncate each document to N tokens (0 = all)")->check(at_least(0));
   add_setting_options(cmd, settings);
   cmd->add_option("--batch", batch,
                   "runs decoded together in one forward step (default: all runs up to 32, within --max-memory); "
                   "per-token results are identical for every batch size on CPU in float32")
-      ->check(CLI::PositiveNumber);
+      ->check(at_least(1));
   cmd->add_option("--max-memory", max_memory, "memory the sweep may use, e.g. 8G (default: 90% of the free memory)");
   cmd->add_flag("--resume", resume, "continue an interrupted sweep from OUT.resume.h5, reusing the runs it finished with the same key");
   cmd->add_flag("--force", force, "overwrite existing outputs");
@@ -106,8 +107,14 @@ Command register_ppl(CLI::App& app) {
             std::vector<SweepDocument> documents;
             for (size_t d = 0; d < docs.size(); ++d) documents.push_back(SweepDocument{docs[d], sources[d]});
             const SweepPlan plan = plan_sweep(settings, documents, static_cast<int>(c.num_layers), c.max_position_embeddings, given);
-            std::fprintf(stderr, "ppl: %zu runs over %zu documents, %lld tokens to score, protocol %s, positions %s\n", plan.runs.size(),
-                         docs.size(), static_cast<long long>(plan.tokens_to_score), settings.protocol.c_str(), settings.positions.c_str());
+            std::fprintf(stderr, "ppl: %zu runs over %zu documents, %lld tokens to score\nppl: settings:", plan.runs.size(), docs.size(),
+                         static_cast<long long>(plan.tokens_to_score));
+            settings.for_each([](const auto& value, const SettingInfo& info) {
+              std::ostringstream v;
+              v << value;
+              std::fprintf(stderr, " %s=%s", info.name, v.str().empty() ? "\"\"" : v.str().c_str());
+            });
+            std::fprintf(stderr, "\n");
 
             PplProvenance prov{model_dir, command_line(), settings, sources};
             prov.settings.stride = plan.stride;

@@ -18,7 +18,7 @@ Command register_score(CLI::App& app) {
   static bool decode = false, per_token = false;
   cmd->add_option("MODEL_DIR", model_dir, "Hugging Face model directory")->required();
   add_input_options(cmd, input);
-  cmd->add_option("--chunk", chunk, "tokens per prefill chunk")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--chunk", chunk, "tokens per prefill chunk")->capture_default_str()->check(at_least(1));
   cmd->add_flag("--decode", decode, "decode token by token (same result as chunked prefill, slower)");
   cmd->add_flag("--per-token", per_token, "print one line per scored token: index, id, piece, NLL");
   add_runtime_options(cmd, rt);

@@ -3,6 +3,7 @@
 
 #include "analysis/spectrum.h"
 #include "commands.h"
+#include "eval/sweep_plan.h"
 #include "common.h"
 #include "core/error.h"
 #include "core/progress.h"
@@ -32,13 +33,7 @@ Command register_spectrum(CLI::App& app) {
             for (const std::string& o : {out, csv}) refuse_output_over_inputs(o, {dump_path});
             const DumpReader dump = DumpReader::open(dump_path, read_timeout_seconds());
             SpectrumOptions o;
-            o.kinds.clear();
-            for (size_t i = 0; i <= kinds.size();) {
-              size_t j = kinds.find(',', i);
-              if (j == std::string::npos) j = kinds.size();
-              if (j > i) o.kinds.push_back(kinds.substr(i, j - i));
-              i = j + 1;
-            }
+            o.kinds = split_setting_list(kinds, "kinds");
             o.center = center;
             o.single_precision = single;
             o.per_layer = !no_layer;

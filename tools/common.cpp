@@ -3,12 +3,14 @@
 #include "core/error.h"
 #include "core/threads.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "io/atomic_output.h"
+#include "io/input_file.h"
 
 namespace kvscope::tools {
 namespace {
@@ -33,7 +35,7 @@ void add_input_options(CLI::App* cmd, InputOptions& o) {
   auto* ids = cmd->add_option("--ids", o.ids_file, "pre-tokenised input: token ids separated by whitespace or commas, '#' comments; no BOS added");
   text->excludes(ids);
   ids->excludes(text);
-  cmd->add_option("--max-tokens", o.max_tokens, "use only the first N tokens (0 = all)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--max-tokens", o.max_tokens, "use only the first N tokens (0 = all)")->check(at_least(0));
 }
 
 TokenInput read_input(const std::string& model_dir, const ModelConfig& config, const InputOptions& o) {
@@ -43,6 +45,7 @@ TokenInput read_input(const std::string& model_dir, const ModelConfig& config, c
     in.source = o.ids_file;
   } else if (!o.text_file.empty()) {
     const std::string text = read_text_file(o.text_file);
+    check_utf8_text(text, o.text_file);
     if (text.find_first_not_of(" \t\r\n") == std::string::npos) fail(o.text_file, ": empty text (nothing to score)");
     const auto tok = Tokenizer::load(model_dir, config);
     Encoding enc = tok->encode(text);
@@ -221,6 +224,41 @@ int64_t parse_byte_size(const std::string& text, const std::string& option) {
   if (used == 0 || scale == 0 || !(value > 0) || value * scale > 9.0e18)
     fail(option, " '", text, "': expected a positive size such as 512M, 8G or 1.5GiB");
   return static_cast<int64_t>(value * scale);
+}
+
+CLI::Validator at_least(int64_t min) {
+  return CLI::Validator(
+      [min](std::string& text) -> std::string {
+        try {
+          size_t used = 0;
+          const long long v = std::stoll(text, &used);
+          if (used != text.size()) throw std::invalid_argument(text);
+          if (v < min) return concat(text, " is not allowed: must be at least ", min);
+        } catch (const std::exception&) {
+          return concat("'", text, "': expected a whole number");
+        }
+        return std::string();
+      },
+      "", "");
+}
+
+CLI::Validator finite_in(double low, bool low_allowed, double high) {
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        try {
+          size_t used = 0;
+          const double v = std::stod(text, &used);
+          if (used != text.size()) throw std::invalid_argument(text);
+          if (!std::isfinite(v)) return concat(text, " is not allowed: must be a finite number");
+          if (v < low || (v == low && !low_allowed) || v > high) {
+            return concat(text, " is not allowed: must be ", low_allowed ? "at least " : "above ", low, " and at most ", high);
+          }
+        } catch (const std::exception&) {
+          return concat("'", text, "': expected a number");
+        }
+        return std::string();
+      },
+      "", "");
 }
 
 }  // namespace kvscope::tools

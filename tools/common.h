@@ -76,6 +76,12 @@ std::vector<std::string> split_list(const std::string& text);
 // "512M", "8G", "1.5GiB", "1000000" (bytes) -> bytes; a clear error otherwise.
 int64_t parse_byte_size(const std::string& text, const std::string& option);
 
+// An integer option's check in kvscope's words ("must be at least MIN", "expected a whole
+// number") instead of CLI11's floating-point range text.
+CLI::Validator at_least(int64_t min);
+// A real-valued option: finite, above `low` (or equal to it when `low_allowed`), at most `high`.
+CLI::Validator finite_in(double low, bool low_allowed, double high);
+
 // The command line as typed, for provenance records.
 std::string command_line();
 void set_command_line(int argc, char** argv);

@@ -7,7 +7,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "core/error.h"
+#include "common.h"
 #include "eval/sweep_plan.h"
 
 namespace kvscope::tools {
@@ -22,22 +22,7 @@ void add_setting_options(CLI::App* cmd, Settings& settings) {
     } else {
       CLI::Option* opt = cmd->add_option(flag, value, info.help)->capture_default_str();
       if constexpr (std::is_integral_v<T>) {
-        // A one-line kvscope error naming the option and what it allows, not CLI11's range text.
-        const int64_t min = info.min;
-        const std::string name = info.name;
-        opt->check(CLI::Validator(
-            [min, name](std::string& text) -> std::string {
-              try {
-                size_t used = 0;
-                const long long v = std::stoll(text, &used);
-                if (used != text.size()) throw std::invalid_argument(text);
-                if (v < min) return concat("--", name, " ", text, ": must be at least ", min);
-              } catch (const std::exception&) {
-                return concat("--", name, " '", text, "': expected a whole number");
-              }
-              return std::string();
-            },
-            "", ""));
+        opt->check(at_least(info.min));
       } else if (!info.choices.empty()) {
         opt->check(CLI::IsMember(info.choices));
       }

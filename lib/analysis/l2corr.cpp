@@ -63,6 +63,18 @@ std::vector<L2CorrSummaryRow> run_l2corr(const DumpReader& dump, const L2CorrOpt
         const FloatArray received = dump.read(static_cast<int64_t>(d), layer, o.include_self ? "attention_received" : "attention_received_others");
         const FloatArray count = dump.read(static_cast<int64_t>(d), layer, "query_count");  // [T]
         const FloatArray last = dump.read(static_cast<int64_t>(d), layer, "last_query_attention");  // [H, T]
+        // What a softmax and a norm can produce; anything else is a corrupt or crafted dump.
+        auto require = [&](const FloatArray& a, const char* name, float min, const char* why) {
+          for (size_t i = 0; i < a.data.size(); ++i) {
+            if (a.data[i] < min) {
+              fail(dump.path(), ": document ", d, " layer ", layer, ": ", name, " is ", a.data[i], " at element ", i, " (", why, ")");
+            }
+          }
+        };
+        require(norms, "key_norm", 0.0f, "a norm is never negative");
+        require(received, "attention received", 0.0f, "attention is never negative");
+        require(last, "last_query_attention", 0.0f, "attention is never negative");
+        require(count, "query_count", 1.0f, "every token is seen by at least its own query");
         std::vector<double> sp(H), pe(H), alr(H), l2c(H * R), orc(H * R), rnc(H * R);
         for (int64_t h = 0; h < H; ++h) {
           const int64_t kv = h / group;

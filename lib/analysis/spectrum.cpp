@@ -86,8 +86,17 @@ void write_matrix(const h5::Group& g, const std::string& name, const std::vector
 std::vector<SpectrumSummaryRow> run_spectrum(const DumpReader& dump, const SpectrumOptions& o, const std::string& out_path,
                                              const std::string& csv_path, const std::string& command_line,
                                              const std::function<void(int64_t, int64_t)>& progress) {
+  if (o.kinds.empty()) fail("--kinds: no matrix kinds given (known: k_pre_rope, k, v)");
   for (const auto& k : o.kinds) {
     if (k != "k_pre_rope" && k != "k" && k != "v") fail("unknown matrix kind '", k, "' (known: k_pre_rope, k, v)");
+  }
+  // A range past a document's end would be cut silently: refuse it instead.
+  for (size_t d = 0; d < dump.documents().size(); ++d) {
+    const int64_t T = static_cast<int64_t>(dump.documents()[d].token_ids.size());
+    if (o.token_begin >= T || o.token_end > T) {
+      fail("--tokens ", o.token_begin, ":", o.token_end < 0 ? std::string() : std::to_string(o.token_end), " reaches past document ", d,
+           ", which has ", T, " tokens");
+    }
   }
   const int64_t KV = dump.num_kv_heads(), hd = dump.head_dim();
   h5::File file = h5::File::create(out_path);

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 
@@ -112,6 +113,7 @@ DumpReader DumpReader::open(const std::string& path, unsigned watchdog_seconds) 
   for (int64_t h : r.full_heads_) if (h < 0 || h >= r.num_heads_) fail(path, ": attention head ", h, " out of range");
 
   const int64_t n_docs = root.attr_int("num_documents");
+  if (n_docs <= 0) fail(path, ": num_documents is ", n_docs, "; a dump holds at least one document");
   const h5::Group docs = root.open_group("documents");
   for (int64_t d = 0; d < n_docs; ++d) {
     const h5::Group doc = docs.open_group(std::to_string(d));
@@ -120,7 +122,10 @@ DumpReader DumpReader::open(const std::string& path, unsigned watchdog_seconds) 
     doc.open_dataset("token_ids").read_all(info.token_ids);
     info.has_token_strings = doc.has("token_strings");
     const int64_t T = static_cast<int64_t>(info.token_ids.size());
-    if (T == 0 || doc.attr_int("num_tokens") != T) fail(path, ": document ", d, " token count disagrees with its token_ids");
+    if (T == 0) fail(path, ": document ", d, " holds no tokens");
+    if (doc.attr_int("num_tokens") != T) {
+      fail(path, ": document ", d, " says num_tokens ", doc.attr_int("num_tokens"), " but its token_ids hold ", T);
+    }
     const h5::Group layers = doc.open_group("layers");
     const int64_t KV = r.num_kv_heads_, H = r.num_heads_, hd = r.head_dim_;
     for (int64_t l : r.layers_) {
@@ -146,6 +151,14 @@ DumpReader DumpReader::open(const std::string& path, unsigned watchdog_seconds) 
 
 std::string DumpReader::attribute(const std::string& name) const { return impl_->file.root().attr_string(name); }
 
+// Every analysis reads through here: a NaN or Inf in a crafted or corrupt dump would turn
+// into NaN singular values or sign-flipped correlations with exit 0.
+void DumpReader::require_finite(const FloatArray& a, const std::string& dataset) const {
+  for (size_t i = 0; i < a.data.size(); ++i) {
+    if (!std::isfinite(a.data[i])) fail(path_, ": ", dataset, " holds a non-finite value (NaN or Inf) at element ", i);
+  }
+}
+
 FloatArray DumpReader::read(int64_t document, int64_t layer, const std::string& name) const {
   if (document < 0 || document >= static_cast<int64_t>(documents_.size())) fail(path_, ": no document ", document);
   if (std::find(layers_.begin(), layers_.end(), layer) == layers_.end()) fail(path_, ": layer ", layer, " was not dumped");
@@ -154,6 +167,7 @@ FloatArray DumpReader::read(int64_t document, int64_t layer, const std::string& 
   FloatArray a;
   a.shape = d.shape();
   d.read_all(a.data);
+  require_finite(a, d.path());
   return a;
 }
 
@@ -169,6 +183,7 @@ FloatArray DumpReader::read_head(int64_t document, int64_t layer, const std::str
   FloatArray a;
   d.read_block(offset, count, a.data);
   a.shape.assign(shape.begin() + 1, shape.end());
+  require_finite(a, d.path());
   return a;
 }
 

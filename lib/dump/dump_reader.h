@@ -45,6 +45,8 @@ class DumpReader {
   FloatArray read(int64_t document, int64_t layer, const std::string& name) const;
   // One head's slice along the first axis of a [heads, ...] dataset.
   FloatArray read_head(int64_t document, int64_t layer, const std::string& name, int64_t head) const;
+  // Fails, naming the dataset and element, if any value is NaN or Inf.
+  void require_finite(const FloatArray& a, const std::string& dataset) const;
 
  private:
   DumpReader() = default;

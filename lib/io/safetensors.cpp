@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <set>
@@ -117,6 +118,20 @@ SafetensorsHeader parse_safetensors(const std::byte* data, size_t size, const st
     rec.begin = static_cast<size_t>(begin);
     rec.nbytes = static_cast<size_t>(end - begin);
     out.tensors.push_back(std::move(rec));
+  }
+  // Two tensors sharing bytes would silently alias each other's weights (the format gives
+  // every tensor its own range); zero-size tensors own no bytes.
+  std::vector<const TensorRecord*> by_start;
+  for (const TensorRecord& r : out.tensors)
+    if (r.nbytes) by_start.push_back(&r);
+  std::sort(by_start.begin(), by_start.end(), [](const TensorRecord* a, const TensorRecord* b) { return a->begin < b->begin; });
+  for (size_t i = 1; i < by_start.size(); ++i) {
+    const TensorRecord& a = *by_start[i - 1];
+    const TensorRecord& b = *by_start[i];
+    if (b.begin < a.begin + a.nbytes) {
+      fail(label, ": tensors '", a.name, "' [", a.begin, ", ", a.begin + a.nbytes, ") and '", b.name, "' [", b.begin, ", ",
+           b.begin + b.nbytes, ") overlap; each tensor must have its own bytes");
+    }
   }
   return out;
 }

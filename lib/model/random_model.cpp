@@ -5,7 +5,9 @@
 #include <random>
 
 #include "core/error.h"
+#include "io/atomic_output.h"
 #include "io/safetensors_writer.h"
+#include "model/config.h"
 
 namespace kvscope {
 
@@ -60,10 +62,66 @@ std::vector<std::pair<std::string, at::Tensor>> random_model_tensors(const Rando
   return t;
 }
 
+namespace {
+
+int64_t mem_available_bytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  int64_t kb = -1;
+  while (in >> key) {
+    if (key == "MemAvailable:") {
+      in >> kb;
+      return kb * 1024;
+    }
+  }
+  return -1;
+}
+
+// Free bytes on the file system that will hold `dir` (its nearest existing ancestor).
+int64_t free_disk_bytes(std::filesystem::path dir) {
+  std::error_code ec;
+  dir = std::filesystem::absolute(dir, ec);
+  while (!dir.empty() && !std::filesystem::exists(dir, ec)) dir = dir.parent_path();
+  const std::filesystem::space_info space = std::filesystem::space(dir.empty() ? "." : dir, ec);
+  return ec ? -1 : static_cast<int64_t>(space.available);
+}
+
+}  // namespace
+
+void check_random_model_spec(const RandomModelSpec& s, const std::string& dir) {
+  // The loader's own checks, so that what is written can be read back.
+  (void)parse_model_config(random_model_config_json(s), "--spec");
+  const double D = static_cast<double>(s.hidden_size), hd = D / static_cast<double>(s.num_heads);
+  const double q = static_cast<double>(s.num_heads) * hd, kv = static_cast<double>(s.num_kv_heads) * hd;
+  const double I = static_cast<double>(s.intermediate_size), V = static_cast<double>(s.vocab_size);
+  const double per_layer = 2 * D + 2 * q * D + 2 * kv * D + 3 * I * D + (s.attention_bias ? q + 2 * kv : 0);
+  const double params = V * D + static_cast<double>(s.num_layers) * per_layer + D + (s.tie_word_embeddings ? 0 : V * D);
+  const double bytes = 4 * params;  // float32
+  const int64_t disk = free_disk_bytes(dir), memory = mem_available_bytes();
+  // The tensors are generated in memory before they are written: about twice their size at the peak.
+  if (memory >= 0 && 2 * bytes > static_cast<double>(memory)) {
+    fail("--spec: ", params / 1e6, " M parameters need about ", 2 * bytes / (1 << 30), " GiB of memory to generate; ",
+         static_cast<double>(memory) / (1 << 30), " GiB is available");
+  }
+  if (disk >= 0 && bytes > static_cast<double>(disk)) {
+    fail("--spec: ", params / 1e6, " M parameters take ", bytes / (1 << 30), " GiB on disk; ", static_cast<double>(disk) / (1 << 30),
+         " GiB is free where ", dir, " would be written");
+  }
+}
+
 void write_random_model(const std::string& dir, const RandomModelSpec& spec) {
+  check_random_model_spec(spec, dir);
   std::filesystem::create_directories(dir);
-  std::ofstream(std::filesystem::path(dir) / "config.json") << random_model_config_json(spec);
-  write_safetensors(std::filesystem::path(dir) / "model.safetensors", random_model_tensors(spec), {{"format", "pt"}});
+  // Weights first, config last, each atomically: an interrupted write leaves no directory
+  // that looks like a model.
+  {
+    AtomicOutput weights(std::filesystem::path(dir) / "model.safetensors", true);
+    write_safetensors(weights.temp_path(), random_model_tensors(spec), {{"format", "pt"}});
+    weights.commit();
+  }
+  AtomicOutput config(std::filesystem::path(dir) / "config.json", true);
+  std::ofstream(config.temp_path()) << random_model_config_json(spec);
+  config.commit();
 }
 
 }  // namespace kvscope

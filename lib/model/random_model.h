@@ -31,7 +31,10 @@ struct RandomModelSpec {
 std::string random_model_config_json(const RandomModelSpec& spec);
 // HF-named float32 tensors for the spec, ready for write_safetensors.
 std::vector<std::pair<std::string, at::Tensor>> random_model_tensors(const RandomModelSpec& spec);
-// Writes config.json and model.safetensors into `dir` (created if missing).
+// Refuses a spec the loader would refuse, or one too large for the free memory or disk.
+void check_random_model_spec(const RandomModelSpec& spec, const std::string& dir);
+// Writes config.json and model.safetensors into `dir` (created if missing), after
+// check_random_model_spec.
 void write_random_model(const std::string& dir, const RandomModelSpec& spec);
 
 }  // namespace kvscope

@@ -2,11 +2,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cctype>
 #include <fstream>
 #include <sstream>
 
 #include "core/error.h"
+#include "io/input_file.h"
 #include "model/config.h"
 #include "model/sentencepiece_model.h"
 
@@ -73,15 +75,7 @@ std::string Tokenizer::piece(int64_t id) const {
 
 int64_t Tokenizer::vocab_size() const { return impl_->sp.size(); }
 
-std::string read_text_file(const std::filesystem::path& path) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) fail(path.string(), ": is a directory, expected a text file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path.string(), ": cannot read");
-  std::stringstream buf;
-  buf << in.rdbuf();
-  return buf.str();
-}
+std::string read_text_file(const std::filesystem::path& path) { return read_input_file(path); }
 
 std::vector<int64_t> read_token_ids_file(const std::filesystem::path& path, int64_t vocab_size) {
   const std::string text = read_text_file(path);
@@ -96,6 +90,8 @@ std::vector<int64_t> read_token_ids_file(const std::filesystem::path& path, int6
     size_t j = i;
     while (j < text.size() && std::isdigit(static_cast<unsigned char>(text[j]))) ++j;
     const bool terminated = j == text.size() || std::isspace(static_cast<unsigned char>(text[j])) || text[j] == ',' || text[j] == '#';
+    // A NUL would cut the message short when printed: name it instead of quoting it.
+    if (text[j < text.size() ? j : i] == '\0') fail(path.string(), ":", line, ": a NUL byte; expected decimal token ids (is this a binary file?)");
     if (j == i || !terminated || j - i > 12) {
       size_t e = i;
       while (e < text.size() && !std::isspace(static_cast<unsigned char>(text[e])) && text[e] != ',') ++e;

@@ -38,6 +38,14 @@ class Loader {
     // mapped bytes must not outlive the archive.
     at::Tensor host = at::empty(expected, at::TensorOptions().dtype(torch_dtype(view.record->dtype)));
     if (view.record->nbytes) std::memcpy(host.data_ptr(), view.data, view.record->nbytes);
+    // One pass over bytes just read: a NaN or Inf weight would otherwise surface as a NaN
+    // perplexity or a degenerate generation with exit 0.
+    const at::Tensor bad = at::isfinite(host).logical_not().flatten();
+    if (bad.any().item<bool>()) {
+      const int64_t at_index = bad.nonzero()[0][0].item<int64_t>();
+      fail(view.file_name, ": tensor '", name, "' holds a non-finite value (NaN or Inf) at element ", at_index,
+           "; the checkpoint is corrupt");
+    }
     return host.to(device_, keep_fp32 ? at::kFloat : dtype_).contiguous();
   }
 

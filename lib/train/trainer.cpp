@@ -1,5 +1,7 @@
 #include "train/trainer.h"
 
+#include <sys/wait.h>
+
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
@@ -69,8 +71,18 @@ void train_tokenizer(const TrainOptions& o, const fs::path& dir) {
                           " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1 --input_sentence_size=2000000"
                           " --shuffle_input_sentence=true --num_threads=2 --minloglevel=2 > '" +
                           (dir / "spm_train.log").string() + "' 2>&1";
-  if (std::system(cmd.c_str()) != 0) {
-    fail("spm_train failed (see ", (dir / "spm_train.log").string(), "); is the Debian package 'sentencepiece' installed?");
+  const int status = std::system(cmd.c_str());
+  if (status != 0) {
+    // Say what spm_train said: usually the vocabulary does not fit the text's characters.
+    std::ifstream log_in(dir / "spm_train.log");
+    std::string line, last;
+    while (std::getline(log_in, line))
+      if (!line.empty()) last = line;
+    if (last.find("not found") != std::string::npos || WEXITSTATUS(status) == 127) {
+      fail("spm_train is not installed (Debian package 'sentencepiece'; scripts/setup.sh installs it)");
+    }
+    fail("spm_train failed: ", last.empty() ? "no message" : last, " (log: ", (dir / "spm_train.log").string(),
+         "; a --vocab below the number of distinct characters plus byte pieces cannot be trained)");
   }
   fs::remove(dir / "tokenizer.vocab");
 }
