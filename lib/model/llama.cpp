@@ -145,7 +145,7 @@ at::Tensor LlamaModel::mlp_block(int layer, const at::Tensor& x, bool row_invari
   const at::Tensor gate = project(x, w.w_gate, {}, row_invariant);
   const at::Tensor up = project(x, w.w_up, {}, row_invariant);
   at::Tensor act;
-  if (row_invariant && gate.size(0) > 1) {
+  if (row_invariant && gate.device().is_cpu() && gate.size(0) > 1) {
     // ATen's vectorised silu computes the last (numel mod vector width) elements of a
     // tensor with a scalar exp that rounds differently, so over the whole [rows, width]
     // tensor an element's value would depend on where its row starts (widths such as 172).
