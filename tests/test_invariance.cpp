@@ -20,8 +20,8 @@ namespace {
 
 using testing::TempDir;
 
-// Genesis 1:1-5 (KJV), three times over: ordinary words repeat within it, and each copy repeats
-// a whole passage, the case where attention piles onto earlier copies of the same tokens.
+// Genesis 1:1-5 (KJV), three times over: ordinary words repeat within it, and the later copies repeat
+// the whole passage, the case where attention piles onto earlier copies of the same tokens.
 const char* const kText =
     "In the beginning God created the heaven and the earth. And the earth was without form, and void; "
     "and darkness was upon the face of the deep. And the Spirit of God moved upon the face of the waters. "
