@@ -29,8 +29,8 @@ const char* const kText =
     "and God divided the light from the darkness. And God called the light Day, and the darkness he "
     "called Night. And the evening and the morning were the first day. ";
 
-constexpr size_t kTokens = 120;
-constexpr int64_t kBudget = 20;
+constexpr size_t kTokens = 104;
+constexpr int64_t kBudget = 16;
 
 struct Sweep {
   int64_t batch = 1;
