@@ -10,7 +10,7 @@ OUT="${KVSCOPE_FUZZ_DIR:-$ROOT/build-fuzz}"
 mkdir -p "$OUT"
 command -v clang++ >/dev/null || { echo "fuzz.sh: clang++ missing; run scripts/setup.sh" >&2; exit 1; }
 HDF5_INC=$(pkg-config --cflags hdf5 2>/dev/null || echo -I/usr/include/hdf5/serial)
-HDF5_LIB=$(pkg-config --libs hdf5 2>/dev/null || echo "-L/usr/lib/x86_64-linux-gnu/hdf5/serial -lhdf5")
+HDF5_LIB="$(pkg-config --libs hdf5 2>/dev/null || echo "-L/usr/lib/x86_64-linux-gnu/hdf5/serial -lhdf5") -lz"
 FLAGS=(-std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I"$ROOT/lib" $HDF5_INC
        -I/usr/include/torch/csrc/api/include -DKVSCOPE_FUZZING)
 cat > "$OUT/version_info.cpp" <<'CPP'
@@ -20,7 +20,7 @@ const char* version() { return "fuzz"; }
 const char* git_commit() { return "fuzz"; }
 }  // namespace kvscope
 CPP
-CORE=("$ROOT"/lib/core/{selection,library_versions}.cpp "$ROOT"/lib/io/{safetensors,mapped_file,h5,provenance}.cpp
+CORE=("$ROOT"/lib/core/{selection,library_versions}.cpp "$ROOT"/lib/io/{safetensors,mapped_file,h5,h5_storage_check,provenance}.cpp
       "$ROOT"/lib/model/{config,sentencepiece_model}.cpp "$ROOT"/lib/dump/dump_reader.cpp "$OUT/version_info.cpp")
 status=0
 printf '%-22s %12s %10s %s\n' target executions seconds result

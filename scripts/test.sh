@@ -15,8 +15,20 @@ done
 bash "$ROOT/scripts/setup.sh"
 export CCACHE_BASEDIR="$ROOT" CCACHE_NOHASHDIR=1
 status=0
+# Runs ctest in a build directory, then says how many tests skipped (a test that needs
+# ../shared skips without it) and which, so a skip is never silent.
+run_ctest() {
+  local dir="$1" name="$2"; shift 2
+  local log="$dir/ctest-last.log" rc=0
+  (cd "$dir" && ctest --output-on-failure -j "$(nproc)" "$@" 2>&1 | tee "$log"; exit "${PIPESTATUS[0]}") || rc=1
+  local skipped
+  skipped=$(grep -c '(Skipped)$' "$log" || true)
+  echo "== $name: $skipped tests skipped"
+  grep '(Skipped)$' "$log" | sed 's/^[[:space:]]*/   /' || true
+  return $rc
+}
 echo "== Release build: ctest"
-(cd "$BUILD_DIR" && ctest --output-on-failure -j "$(nproc)") || status=1
+run_ctest "$BUILD_DIR" "Release build" || status=1
 if ((SANITIZE)); then
   echo "== ASan + UBSan build: ctest"
   ASAN_DIR="$ROOT/build-asan"
@@ -29,7 +41,6 @@ if ((SANITIZE)); then
   cmake --build "$ASAN_DIR" --parallel "$(nproc)"
   # LibTorch itself is not instrumented; leak checking would report its intentional
   # process-lifetime allocations, so it is off. Every other report fails the run.
-  (cd "$ASAN_DIR" && ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
-     ctest --output-on-failure -j "$(nproc)" -E 'Study\.') || status=1
+  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 run_ctest "$ASAN_DIR" "ASan + UBSan build" -E 'Study\.' || status=1
 fi
 exit $status

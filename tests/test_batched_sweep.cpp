@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <sstream>
 
 #include "eval/ppl_results.h"
 #include "eval/sweep.h"
@@ -140,14 +141,54 @@ TEST_F(BatchedSweep, RefusesABatchThatDoesNotFitAndNamesOneThatDoes) {
   EXPECT_NE(tiny.err.find("even one run needs about"), std::string::npos) << tiny.err;
 }
 
+// --max-memory's units: a size just above what one run needs, written in each unit, runs; just
+// below, it is refused for memory (so it was parsed, and scaled by 1024s); malformed sizes are
+// refused by name before any work.
 TEST(ByteSizes, ParsedOrRefusedThroughTheCli) {
   TempDir dir("sizes");
   RandomModelSpec spec;
   write_random_model((dir / "m").string(), spec);
-  for (const std::string bad : {"-5G", "abc", "12X", "0"}) {
-    const auto r = testing::run_kvscope({"ppl", (dir / "m").string(), "--ids", "/dev/null", "-o", (dir / "o.h5").string(),
-                                         "--max-memory", bad});
+  std::vector<int64_t> ids;
+  for (int64_t i = 0; i < 40; ++i) ids.push_back((i * 7 + 3) % spec.vocab_size);
+  {
+    std::ofstream f(dir / "ids.txt");
+    for (int64_t id : ids) f << id << ' ';
+  }
+  const LlamaModel model = LlamaModel::load(dir / "m");
+  const std::vector<Window> windows = make_windows(Protocol::Stream, static_cast<int64_t>(ids.size()), 0, 0);
+  RunConfig full;
+  full.policy = "full";
+  const int64_t need = estimate_sweep_memory(model, {SweepRun{&ids, &windows, full}}).total(1);
+  ASSERT_GT(need, 4 * 1024);
+  auto run = [&](const std::string& size) {
+    return testing::run_kvscope({"ppl", (dir / "m").string(), "--ids", (dir / "ids.txt").string(), "-o", (dir / "o.h5").string(),
+                                 "--force", "--policy", "full", "--max-memory", size});
+  };
+  auto mib = [](double bytes) {
+    std::ostringstream s;
+    s.precision(9);
+    s << bytes / (1024.0 * 1024.0);
+    return s.str();
+  };
+  const std::vector<std::pair<std::string, std::string>> above_below{
+      {std::to_string(need + 1), std::to_string(need - 1)},
+      {std::to_string(need / 1024 + 1) + "KiB", std::to_string(need / 1024 - 1) + "kb"},
+      {mib(static_cast<double>(need + 2048)) + "M", mib(static_cast<double>(need - 2048)) + "MiB"},
+      {"1.5GiB", "0.000000001T"},
+  };
+  for (const auto& [above, below] : above_below) {
+    const auto ok = run(above);
+    EXPECT_EQ(ok.code, 0) << above << ": " << ok.err;
+    const auto short_of = run(below);
+    EXPECT_EQ(short_of.code, 1) << below;
+    EXPECT_NE(short_of.err.find("even one run needs about"), std::string::npos) << below << ": " << short_of.err;
+  }
+  std::filesystem::remove(dir / "o.h5");
+  for (const std::string bad : {"-5G", "abc", "12X", "0", "nan", "1e30T", "5GG"}) {
+    const auto r = run(bad);
     EXPECT_EQ(r.code, 1) << bad;
+    EXPECT_NE(r.err.find("kvscope: error: --max-memory '" + bad + "': expected a positive size"), std::string::npos) << bad << ": " << r.err;
+    EXPECT_FALSE(std::filesystem::exists(dir / "o.h5")) << bad;
   }
 }
 

@@ -135,30 +135,36 @@ bool handlers_installed(pid_t pid) {
   return false;
 }
 
-// Waits until the command is running (handlers installed), then for its partial output to
-// appear (commands that write as they go) or `wait_ms` (commands that write at the end),
-// then signals.
-void interrupt(const std::vector<std::string>& args, const std::string& out, int sig, int wait_ms) {
-  const pid_t pid = testing::spawn_kvscope(args);
+// Signals the command once it is at work, shown by an event rather than by time: its partial
+// output growing past 1 MiB (commands that write as they go; `stderr_text` empty), or a line
+// on stderr containing `stderr_text` (commands that write at the end). Each run is long enough
+// (3,000 tokens) that it is still working when the signal arrives.
+void interrupt(const std::vector<std::string>& args, const std::string& out, int sig, const std::string& stderr_text) {
+  const std::string err = out + ".stderr";
+  const pid_t pid = testing::spawn_kvscope(args, err);
   const std::string partial = out + ".partial-" + std::to_string(pid);
   for (int i = 0; i < 30000 && !handlers_installed(pid); ++i) usleep(1000);
-  for (int i = 0; i < wait_ms / 2 && !std::filesystem::exists(partial); ++i) usleep(2000);
+  const bool at_work = stderr_text.empty() ? testing::wait_for_size(partial, 1 << 20) : testing::wait_for_text(err, stderr_text);
   kill(pid, sig);
   int status = 0;
   waitpid(pid, &status, 0);
+  ASSERT_TRUE(at_work) << args[0] << ": never got to work";
   ASSERT_TRUE(WIFEXITED(status)) << args[0] << ": died of signal " << WTERMSIG(status);
   EXPECT_EQ(WEXITSTATUS(status), 128 + sig) << args[0] << " finished before the signal";
   EXPECT_FALSE(std::filesystem::exists(out)) << args[0];
   EXPECT_FALSE(std::filesystem::exists(partial)) << args[0];
+  std::filesystem::remove(err);
 }
 
 TEST_F(Catalogue, InterruptsMidRun) {
   interrupt({"dump", m(), "--ids", p("long_ids.txt"), "--attention", "full", "--chunk", "16", "-o", p("int-dump.h5")},
-            p("int-dump.h5"), SIGTERM, 5000);
+            p("int-dump.h5"), SIGTERM, "");
+  // ppl prints its batch and memory line once the sweep is set up, just before decoding.
   interrupt({"ppl", m(), "--ids", p("long_ids.txt"), "--budget", "16", "--policy", "full,h2o,weightedkv", "-o", p("int-ppl.h5")},
-            p("int-ppl.h5"), SIGTERM, 300);
+            p("int-ppl.h5"), SIGTERM, "ppl: batch");
+  // perturb prints nothing before its first progress line (2 s into decoding, of about 8).
   interrupt({"perturb", m(), "--ids", p("long_ids.txt"), "--at", "100", "--steps", "2800", "-o", p("int-perturb.h5")},
-            p("int-perturb.h5"), SIGINT, 300);
+            p("int-perturb.h5"), SIGINT, "perturb: ");
 }
 
 }  // namespace

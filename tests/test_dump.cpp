@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include <fstream>
-#include <thread>
 
 #include "core/error.h"
 #include "dump/dump_reader.h"
@@ -311,7 +310,7 @@ TEST(DumpGolden, MatchesStoriesGoldens) {
   }
 }
 
-// Starts `kvscope dump` on a long input, interrupts it once its partial file exists, and
+// Starts `kvscope dump` on a long input, interrupts it while it writes its partial file, and
 // checks that nothing the reader accepts is left at the output path.
 void interrupt_dump(const TempDir& dir, int sig) {
   RandomModelSpec spec;
@@ -330,12 +329,13 @@ void interrupt_dump(const TempDir& dir, int sig) {
   const pid_t pid = testing::spawn_kvscope({"dump", (dir / "model").string(), "--ids", (dir / "ids.txt").string(), "--attention",
                                             "full", "--chunk", "64", "-o", out});
   const std::string partial = out + ".partial-" + std::to_string(pid);
-  for (int i = 0; i < 600 && !std::filesystem::exists(partial); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  ASSERT_TRUE(std::filesystem::exists(partial)) << "the dump never started writing";
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // Signalled once 1 MiB of data is in the partial file (the header alone is ~60 KB), so
+  // mid-write, not mid-start-up, whatever the machine's speed.
+  const bool writing = testing::wait_for_size(partial, 1 << 20);
   kill(pid, sig);
   int status = 0;
   waitpid(pid, &status, 0);
+  ASSERT_TRUE(writing) << "the dump never started writing";
   if (sig == SIGINT) {
     EXPECT_TRUE(WIFEXITED(status)) << "SIGINT should be handled, not kill the process";
     EXPECT_EQ(WEXITSTATUS(status), 128 + SIGINT);

@@ -6,11 +6,10 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "io/h5_kinds.h"
 
 namespace kvscope::h5 {
 namespace {
-
-enum Kind { kFile = 1, kGroup, kDataset, kSpace, kType, kAttr, kPlist };
 
 void check(herr_t rc, const std::string& file, const std::string& what) {
   if (rc < 0) fail(file, ": HDF5 failed to ", what, " (disk full, or file not writable/corrupt?)");
@@ -289,58 +288,8 @@ void Dataset::write_impl(const std::vector<int64_t>& offset, const std::vector<i
   check(H5Dwrite(h_.id(), mem_type, ms.id(), fs.id(), H5P_DEFAULT, data), file_, "write " + path_);
 }
 
-void Dataset::check_chunks(const std::vector<int64_t>& offset, const std::vector<int64_t>& count) const {
-  // libhdf5 allocates a chunk's buffer from the size recorded in the chunk index before it
-  // reads anything, so a corrupt index asks for gigabytes. Every chunk a read touches must
-  // lie inside the file and be no larger than its uncompressed extent plus deflate's
-  // worst-case overhead. Only those chunks are looked up: a read of one head costs lookups
-  // in proportion to what it reads, not to the whole dataset.
-  Handle plist(H5Dget_create_plist(h_.id()), kPlist);
-  if (H5Pget_layout(plist.id()) != H5D_CHUNKED) return;
-  const int rank = H5Pget_chunk(plist.id(), 0, nullptr);
-  if (rank <= 0 || static_cast<size_t>(rank) != offset.size()) fail(file_, ": ", path_, " has an unreadable chunk layout (corrupt file?)");
-  std::vector<hsize_t> chunk(static_cast<size_t>(rank));
-  H5Pget_chunk(plist.id(), rank, chunk.data());
-  Handle type(H5Dget_type(h_.id()), kType);
-  double nominal = static_cast<double>(H5Tget_size(type.id()));
-  for (hsize_t c : chunk) {
-    if (c == 0) fail(file_, ": ", path_, " has an unreadable chunk layout (corrupt file?)");
-    nominal *= static_cast<double>(c);
-  }
-  const double largest = nominal * 1.01 + 1024.0;
-  hsize_t file_size = 0;
-  Handle file(H5Iget_file_id(h_.id()), kFile);
-  H5Fget_filesize(file.id(), &file_size);
-  // Walk the origins of the chunks covering [offset, offset + count), last axis fastest.
-  std::vector<hsize_t> first(chunk.size()), origin(chunk.size());
-  for (size_t d = 0; d < chunk.size(); ++d) first[d] = origin[d] = static_cast<hsize_t>(offset[d]) / chunk[d] * chunk[d];
-  for (;;) {
-    unsigned mask = 0;
-    haddr_t addr = HADDR_UNDEF;
-    hsize_t size = 0;
-    auto at = [&] {
-      std::string text;
-      for (hsize_t o : origin) text += (text.empty() ? "" : ",") + std::to_string(o);
-      return text;
-    };
-    if (H5Dget_chunk_info_by_coord(h_.id(), origin.data(), &mask, &addr, &size) < 0)
-      fail(file_, ": cannot locate the chunk at [", at(), "] of ", path_, " (corrupt file?)");
-    // A chunk never written reads as fill values; nothing is sized from the file for it.
-    if (addr != HADDR_UNDEF && (static_cast<double>(size) > largest || addr > file_size || size > file_size - addr))
-      fail(file_, ": the chunk at [", at(), "] of ", path_, " lies outside the file or claims ", size, " bytes (corrupt file?)");
-    size_t d = chunk.size();
-    while (d > 0) {
-      --d;
-      origin[d] += chunk[d];
-      if (origin[d] < static_cast<hsize_t>(offset[d] + count[d])) break;
-      origin[d] = first[d];
-      if (d == 0) return;
-    }
-  }
-}
-
 void Dataset::read_impl(const std::vector<int64_t>& offset, const std::vector<int64_t>& count, Id mem_type, void* data) const {
-  check_chunks(offset, count);
+  check_storage(offset, count, mem_type);
   Handle fs(H5Dget_space(h_.id()), kSpace);
   const auto off = to_hsize(offset), cnt = to_hsize(count);
   check(H5Sselect_hyperslab(fs.id(), H5S_SELECT_SET, off.data(), nullptr, cnt.data(), nullptr), file_, "select in " + path_);

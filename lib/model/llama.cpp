@@ -144,7 +144,21 @@ at::Tensor LlamaModel::mlp_block(int layer, const at::Tensor& x, bool row_invari
   const LayerWeights& w = weights_.layers[layer];
   const at::Tensor gate = project(x, w.w_gate, {}, row_invariant);
   const at::Tensor up = project(x, w.w_up, {}, row_invariant);
-  return project(at::silu(gate) * up, w.w_down, {}, row_invariant);
+  at::Tensor act;
+  if (row_invariant && gate.device().is_cpu() && gate.size(0) > 1) {
+    // ATen's vectorised silu computes the last (numel mod vector width) elements of a
+    // tensor with a scalar exp that rounds differently, so over the whole [rows, width]
+    // tensor an element's value would depend on where its row starts (widths such as 172).
+    // Applied row by row, each row is split exactly as it is when it runs alone.
+    act = at::empty_like(gate);
+    for (int64_t r = 0; r < gate.size(0); ++r) {
+      at::Tensor out_row = act.select(0, r);
+      at::silu_out(out_row, gate.select(0, r));
+    }
+  } else {
+    act = at::silu(gate);
+  }
+  return project(act * up, w.w_down, {}, row_invariant);
 }
 
 at::Tensor LlamaModel::run_layers(const at::Tensor& ids, const at::Tensor& positions, const std::vector<Segment>& segments,

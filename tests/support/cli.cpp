@@ -4,7 +4,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -25,12 +27,13 @@ std::string slurp(const std::filesystem::path& p) {
 }
 }  // namespace
 
-int spawn_kvscope(const std::vector<std::string>& args) {
+int spawn_kvscope(const std::vector<std::string>& args, const std::string& stderr_path) {
   const pid_t pid = fork();
   if (pid == 0) {
     const int devnull = ::open("/dev/null", O_WRONLY);
+    const int err = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     dup2(devnull, 1);
-    dup2(devnull, 2);
+    dup2(err >= 0 ? err : devnull, 2);
     std::vector<std::string> copy = args;
     std::vector<char*> argv{const_cast<char*>(KVSCOPE_BINARY)};
     for (auto& a : copy) argv.push_back(a.data());
@@ -39,6 +42,34 @@ int spawn_kvscope(const std::vector<std::string>& args) {
     _exit(127);
   }
   return pid;
+}
+
+int spawn_kvscope(const std::vector<std::string>& args) { return spawn_kvscope(args, "/dev/null"); }
+
+namespace {
+template <typename Ready>
+bool poll_until(Ready ready, double timeout_seconds) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_seconds);
+  while (!ready()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    usleep(1000);
+  }
+  return true;
+}
+}  // namespace
+
+bool wait_for_text(const std::string& path, const std::string& text, double timeout_seconds) {
+  return poll_until([&] { return slurp(path).find(text) != std::string::npos; }, timeout_seconds);
+}
+
+bool wait_for_size(const std::string& path, uintmax_t bytes, double timeout_seconds) {
+  return poll_until(
+      [&] {
+        std::error_code ec;
+        const uintmax_t size = std::filesystem::file_size(path, ec);
+        return !ec && size >= bytes;
+      },
+      timeout_seconds);
 }
 
 CliResult run_kvscope(const std::vector<std::string>& args) {

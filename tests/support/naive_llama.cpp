@@ -1,5 +1,6 @@
 #include "support/naive_llama.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace kvscope::testing {
@@ -108,15 +109,16 @@ NaiveTrace naive_forward(const NaiveConfig& c, const std::map<std::string, at::T
       for (int i = 0; i < T; ++i) {
         double mx = -1e300;
         Vec s(i + 1);
-        for (int j = 0; j <= i; ++j) {
+        const int first = c.sliding_window > 0 ? std::max(0, i - c.sliding_window + 1) : 0;
+        for (int j = first; j <= i; ++j) {
           double dot = 0;
           for (int d = 0; d < hd; ++d) dot += q[hh][i][d] * k[g][j][d];
           s[j] = dot / std::sqrt(static_cast<double>(hd));
           mx = std::max(mx, s[j]);
         }
         double z = 0;
-        for (int j = 0; j <= i; ++j) z += std::exp(s[j] - mx);
-        for (int j = 0; j <= i; ++j) {
+        for (int j = first; j <= i; ++j) z += std::exp(s[j] - mx);
+        for (int j = first; j <= i; ++j) {
           attn[hh][i][j] = std::exp(s[j] - mx) / z;
           for (int d = 0; d < hd; ++d) attn_out[i][hh * hd + d] += attn[hh][i][j] * v[g][j][d];
         }

@@ -17,6 +17,7 @@ struct NaiveConfig {
   double factor = 1.0, low_freq_factor = 1.0, high_freq_factor = 4.0;
   int original_max_position = 8192;
   bool bias = false, tied = false;
+  int sliding_window = 0;  // > 0: query i sees keys j with i - j < sliding_window (Mistral)
 };
 
 struct NaiveTrace {
