@@ -50,6 +50,14 @@ int print_model_info(const std::string& dir, const RuntimeOptions& rt) {
   return 0;
 }
 
+// A directory holding only tokenizer files.
+int print_tokenizer_info(const std::string& dir) {
+  const auto tok = Tokenizer::load(dir);
+  std::printf("tokenizer      %s\n", tok->description().c_str());
+  std::printf("vocabulary     %lld ids\n", static_cast<long long>(tok->vocab_size()));
+  return 0;
+}
+
 int print_dump_info(const std::string& path) {
   const DumpReader r = DumpReader::open(path, read_timeout_seconds());
   std::error_code ec;
@@ -86,6 +94,7 @@ Command register_info(CLI::App& app) {
             std::error_code ec;
             if (!std::filesystem::exists(path, ec)) fail(path, ": no such file or directory");
             if (std::filesystem::is_regular_file(path, ec)) return print_dump_info(path);
+            if (!std::filesystem::exists(std::filesystem::path(path) / "config.json", ec)) return print_tokenizer_info(path);
             return print_model_info(path, rt);
           }};
 }
