@@ -27,6 +27,8 @@ const std::array<std::string, 256>& byte_level_alphabet() {
 
 namespace {
 
+const char* const kMetaspace = "\xE2\x96\x81";
+
 // The bytes a byte-level token stands for; false when it is not written in that alphabet.
 bool byte_level_bytes(const std::string& token, std::string& out) {
   static const std::unordered_map<char32_t, unsigned char> inverse = [] {
@@ -127,6 +129,15 @@ BpeModel BpeModel::parse(const json& model, bool byte_level, const std::string& 
     // A repeated pair keeps its first (best) rank.
     m.merges_.emplace(pair_key(ia, ib), Merge{static_cast<int32_t>(r), ir});
   }
+  if (!byte_level) {
+    m.cut_before_metaspace_ = true;
+    for (const auto& [key, merge] : m.merges_) {
+      const std::string& t = m.id_to_token_[static_cast<size_t>(merge.result)];
+      for (size_t at = t.find(kMetaspace, 1); at != std::string::npos; at = t.find(kMetaspace, at + 1)) {
+        if (at < 3 || t.compare(at - 3, 3, kMetaspace) != 0) m.cut_before_metaspace_ = false;
+      }
+    }
+  }
   return m;
 }
 
@@ -168,8 +179,22 @@ void BpeModel::merge(std::vector<int32_t>& sym, std::vector<uint32_t>& len) cons
   }
 }
 
-void BpeModel::encode_word(const std::string& word, std::vector<int32_t>& ids, std::vector<uint32_t>& ends) const {
+void BpeModel::encode_word(const std::string& word, std::vector<int32_t>& ids, std::vector<uint32_t>& ends, Cache& cache) const {
   if (word.empty()) return;
+  // Words repeat: short ones are merged once per encode call.
+  if (word.size() >= 256) return encode_uncached(word, ids, ends, cache);
+  auto hit = cache.find(word);
+  if (hit == cache.end()) {
+    std::vector<int32_t> word_ids;
+    std::vector<uint32_t> word_ends;
+    encode_uncached(word, word_ids, word_ends, cache);
+    hit = cache.emplace(word, std::make_pair(std::move(word_ids), std::move(word_ends))).first;
+  }
+  ids.insert(ids.end(), hit->second.first.begin(), hit->second.first.end());
+  ends.insert(ends.end(), hit->second.second.begin(), hit->second.second.end());
+}
+
+void BpeModel::encode_uncached(const std::string& word, std::vector<int32_t>& ids, std::vector<uint32_t>& ends, Cache& cache) const {
   if (ignore_merges_) {
     const auto it = raw_.find(word);
     if (it != raw_.end()) {
@@ -178,17 +203,36 @@ void BpeModel::encode_word(const std::string& word, std::vector<int32_t>& ids, s
       return;
     }
   }
+  // Cut points: each U+2581 that follows another character (see cut_before_metaspace_).
+  std::vector<size_t> cuts{0};
+  if (cut_before_metaspace_ && word.size() > 64) {
+    for (size_t at = word.find(kMetaspace, 1); at != std::string::npos; at = word.find(kMetaspace, at + 3)) {
+      if (at < 3 || word.compare(at - 3, 3, kMetaspace) != 0) cuts.push_back(at);
+    }
+  }
+  cuts.push_back(word.size());
+  if (cuts.size() == 2) return encode_chunk(word, 0, word.size(), ids, ends);
+  std::string chunk;
+  for (size_t c = 0; c + 1 < cuts.size(); ++c) {
+    chunk.assign(word, cuts[c], cuts[c + 1] - cuts[c]);
+    const size_t first = ends.size();
+    encode_word(chunk, ids, ends, cache);
+    for (size_t k = first; k < ends.size(); ++k) ends[k] += static_cast<uint32_t>(cuts[c]);
+  }
+}
+
+void BpeModel::encode_chunk(const std::string& word, size_t begin, size_t stop, std::vector<int32_t>& ids, std::vector<uint32_t>& ends) const {
   std::vector<int32_t> sym;
   std::vector<uint32_t> len;
-  sym.reserve(word.size());
-  len.reserve(word.size());
+  sym.reserve(stop - begin);
+  len.reserve(stop - begin);
   const auto push_unknown = [&](size_t at, size_t n) {
     if (byte_fallback_) {
       bool all = true;
       for (size_t k = 0; k < n; ++k) all = all && fallback_ids_[static_cast<unsigned char>(word[at + k])] >= 0;
       if (all) {
         for (size_t k = 0; k < n; ++k) {
-          // Byte tokens never merge (no merge names them), so -1 marks them as final.
+          // Byte tokens never merge (no merge names them): stored as -1 - id, final.
           sym.push_back(-1 - fallback_ids_[static_cast<unsigned char>(word[at + k])]);
           len.push_back(1);
         }
@@ -208,7 +252,7 @@ void BpeModel::encode_word(const std::string& word, std::vector<int32_t>& ids, s
     len.push_back(static_cast<uint32_t>(n));
   };
   if (byte_level_) {
-    for (size_t i = 0; i < word.size(); ++i) {
+    for (size_t i = begin; i < stop; ++i) {
       const int32_t id = byte_ids_[static_cast<unsigned char>(word[i])];
       if (id >= 0) {
         sym.push_back(id);
@@ -219,8 +263,8 @@ void BpeModel::encode_word(const std::string& word, std::vector<int32_t>& ids, s
     }
   } else {
     std::string ch;
-    for (size_t i = 0; i < word.size();) {
-      const size_t n = std::min<size_t>(utf8_length(static_cast<unsigned char>(word[i])), word.size() - i);
+    for (size_t i = begin; i < stop;) {
+      const size_t n = std::min<size_t>(utf8_length(static_cast<unsigned char>(word[i])), stop - i);
       ch.assign(word, i, n);
       const auto it = raw_.find(ch);
       if (it != raw_.end()) {
@@ -233,7 +277,7 @@ void BpeModel::encode_word(const std::string& word, std::vector<int32_t>& ids, s
     }
   }
   merge(sym, len);
-  uint32_t end = 0;
+  uint32_t end = static_cast<uint32_t>(begin);
   for (size_t i = 0; i < sym.size(); ++i) {
     if (len[i] == 0) continue;
     end += len[i];

@@ -21,8 +21,11 @@ class BpeModel {
   // alphabet (set when the pre-tokenizer is ByteLevel).
   static BpeModel parse(const nlohmann::json& model, bool byte_level, const std::string& label);
 
+  // Words already merged during one encode call, by their text.
+  using Cache = std::unordered_map<std::string, std::pair<std::vector<int32_t>, std::vector<uint32_t>>>;
+
   // Appends the tokens of one word: their ids and the byte offset where each ends.
-  void encode_word(const std::string& word, std::vector<int32_t>& ids, std::vector<uint32_t>& ends) const;
+  void encode_word(const std::string& word, std::vector<int32_t>& ids, std::vector<uint32_t>& ends, Cache& cache) const;
 
   int64_t size() const { return static_cast<int64_t>(id_to_token_.size()); }
   const std::string& token(int64_t id) const { return id_to_token_[static_cast<size_t>(id)]; }
@@ -41,6 +44,8 @@ class BpeModel {
   };
   static uint64_t pair_key(int32_t a, int32_t b) { return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b); }
   void merge(std::vector<int32_t>& sym, std::vector<uint32_t>& len) const;
+  void encode_uncached(const std::string& word, std::vector<int32_t>& ids, std::vector<uint32_t>& ends, Cache& cache) const;
+  void encode_chunk(const std::string& word, size_t begin, size_t end, std::vector<int32_t>& ids, std::vector<uint32_t>& ends) const;
 
   std::unordered_map<std::string, int32_t> vocab_;  // as written in tokenizer.json
   std::unordered_map<std::string, int32_t> raw_;    // keyed by the bytes a token stands for
@@ -53,6 +58,10 @@ class BpeModel {
   bool byte_fallback_ = false;
   bool fuse_unk_ = false;
   bool ignore_merges_ = false;
+  // No token made by a merge holds U+2581 right after another character, so no token can
+  // span such a position: a long SentencePiece-style word may be cut there and its parts
+  // merged (and cached) separately with the same result.
+  bool cut_before_metaspace_ = false;
 };
 
 }  // namespace kvscope

@@ -40,30 +40,24 @@ class Split : public PreTokenizer {
     if (bool_option(spec, "invert", false, label)) fail(label, ": 'invert': true is not supported");
   }
 
-  void apply(std::vector<AlignedText>& pieces, bool) const override {
-    std::vector<AlignedText> out;
-    out.reserve(pieces.size() * 4);
-    for (const AlignedText& piece : pieces) {
-      size_t prev = 0;
-      for (const auto& [b, e] : matches(piece.text)) {
-        if (b > prev) out.push_back(piece.slice(prev, b));
-        if (keep_matches_) out.push_back(piece.slice(b, e));
-        prev = e;
+  void split(AlignedText&& piece, bool, const Emit& emit) const override {
+    size_t prev = 0;
+    const auto on_match = [&](size_t b, size_t e) {
+      if (b > prev) emit(piece.slice(prev, b));
+      if (keep_matches_) emit(piece.slice(b, e));
+      prev = e;
+    };
+    if (regex_) {
+      regex_->for_each_match(piece.text, on_match);
+    } else {
+      for (size_t at = piece.text.find(literal_); at != std::string::npos; at = piece.text.find(literal_, at + literal_.size())) {
+        on_match(at, at + literal_.size());
       }
-      if (prev < piece.text.size()) out.push_back(piece.slice(prev, piece.text.size()));
     }
-    pieces = std::move(out);
+    if (prev < piece.text.size()) emit(piece.slice(prev, piece.text.size()));
   }
 
  private:
-  std::vector<std::pair<size_t, size_t>> matches(const std::string& text) const {
-    if (regex_) return regex_->find_all(text);
-    std::vector<std::pair<size_t, size_t>> out;
-    for (size_t at = text.find(literal_); at != std::string::npos; at = text.find(literal_, at + literal_.size())) {
-      out.emplace_back(at, at + literal_.size());
-    }
-    return out;
-  }
 
   std::unique_ptr<Pcre2Regex> regex_;
   std::string literal_;
@@ -83,28 +77,20 @@ class ByteLevel : public PreTokenizer {
     }
   }
 
-  void apply(std::vector<AlignedText>& pieces, bool) const override {
-    std::vector<AlignedText> out;
-    out.reserve(pieces.size());
-    for (AlignedText& piece : pieces) {
-      if (add_prefix_space_ && (piece.text.empty() || piece.text[0] != ' ')) {
-        piece.materialise();
-        piece.starts.insert(piece.starts.begin(), piece.starts.front());
-        piece.text.insert(0, " ");
-      }
-      if (!regex_) {
-        out.push_back(std::move(piece));
-        continue;
-      }
-      size_t prev = 0;
-      for (const auto& [b, e] : regex_->find_all(piece.text)) {
-        if (b > prev) out.push_back(piece.slice(prev, b));
-        out.push_back(piece.slice(b, e));
-        prev = e;
-      }
-      if (prev < piece.text.size()) out.push_back(piece.slice(prev, piece.text.size()));
+  void split(AlignedText&& piece, bool, const Emit& emit) const override {
+    if (add_prefix_space_ && (piece.text.empty() || piece.text[0] != ' ')) {
+      piece.materialise();
+      piece.starts.insert(piece.starts.begin(), piece.starts.front());
+      piece.text.insert(0, " ");
     }
-    pieces = std::move(out);
+    if (!regex_) return emit(std::move(piece));
+    size_t prev = 0;
+    regex_->for_each_match(piece.text, [&](size_t b, size_t e) {
+      if (b > prev) emit(piece.slice(prev, b));
+      emit(piece.slice(b, e));
+      prev = e;
+    });
+    if (prev < piece.text.size()) emit(piece.slice(prev, piece.text.size()));
   }
 
   bool byte_level() const override { return true; }
@@ -133,9 +119,8 @@ class Metaspace : public PreTokenizer {
     split_ = bool_option(spec, "split", true, label);
   }
 
-  void apply(std::vector<AlignedText>& pieces, bool first_section) const override {
-    std::vector<AlignedText> out;
-    for (AlignedText& piece : pieces) {
+  void split(AlignedText&& piece, bool first_section, const Emit& emit) const override {
+    {
       AlignedText t;
       t.text.reserve(piece.text.size() + replacement_.size());
       t.starts.reserve(piece.text.size() + replacement_.size() + 1);
@@ -155,18 +140,14 @@ class Metaspace : public PreTokenizer {
         }
       }
       t.starts.push_back(piece.start(piece.text.size()));
-      if (!split_) {
-        out.push_back(std::move(t));
-        continue;
-      }
+      if (!split_) return emit(std::move(t));
       size_t begin = 0;
       for (size_t at = t.text.find(replacement_, 1); at != std::string::npos; at = t.text.find(replacement_, at + replacement_.size())) {
-        if (at > begin) out.push_back(t.slice(begin, at));
+        if (at > begin) emit(t.slice(begin, at));
         begin = at;
       }
-      if (begin < t.text.size()) out.push_back(t.slice(begin, t.text.size()));
+      if (begin < t.text.size()) emit(t.slice(begin, t.text.size()));
     }
-    pieces = std::move(out);
   }
 
  private:
@@ -178,9 +159,7 @@ class Metaspace : public PreTokenizer {
 class Sequence : public PreTokenizer {
  public:
   explicit Sequence(std::vector<std::unique_ptr<PreTokenizer>> steps) : steps_(std::move(steps)) {}
-  void apply(std::vector<AlignedText>& pieces, bool first_section) const override {
-    for (const auto& s : steps_) s->apply(pieces, first_section);
-  }
+  void split(AlignedText&& piece, bool first_section, const Emit& emit) const override { run(0, std::move(piece), first_section, emit); }
   bool byte_level() const override {
     for (const auto& s : steps_)
       if (s->byte_level()) return true;
@@ -188,6 +167,12 @@ class Sequence : public PreTokenizer {
   }
 
  private:
+  void run(size_t step, AlignedText&& piece, bool first_section, const Emit& emit) const {
+    if (step == steps_.size()) return emit(std::move(piece));
+    const Emit next = [&](AlignedText&& p) { run(step + 1, std::move(p), first_section, emit); };
+    steps_[step]->split(std::move(piece), first_section, next);
+  }
+
   std::vector<std::unique_ptr<PreTokenizer>> steps_;
 };
 

@@ -3,6 +3,7 @@
 // Metaspace and Sequence of these. They cut normalised text into the words BPE sees.
 #include <nlohmann/json_fwd.hpp>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,9 +15,11 @@ namespace kvscope {
 class PreTokenizer {
  public:
   virtual ~PreTokenizer() = default;
-  // Splits (and may rewrite) every piece in place. `first_section` is true for text before
-  // any added token (Metaspace's prepend_scheme "first").
-  virtual void apply(std::vector<AlignedText>& pieces, bool first_section) const = 0;
+  using Emit = std::function<void(AlignedText&&)>;
+  // Splits (and may rewrite) one piece, passing each resulting piece to `emit` in order:
+  // pieces stream through a Sequence without being collected. `first_section` is true for
+  // text before any added token (Metaspace's prepend_scheme "first").
+  virtual void split(AlignedText&& piece, bool first_section, const Emit& emit) const = 0;
   // True when words reach the model as bytes mapped to printable characters (GPT-2 style).
   virtual bool byte_level() const { return false; }
 };

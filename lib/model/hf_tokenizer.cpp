@@ -123,7 +123,7 @@ struct HfTokenizer::Impl {
   std::unique_ptr<TokenDecoder> decoder;
   BpeModel model;
   std::vector<AddedToken> added;
-  std::unordered_map<int64_t, size_t> added_by_id;
+  std::vector<int32_t> added_by_id;  // index into `added` per id, -1 for model tokens
   std::unordered_set<std::string> added_contents;
   AddedTokenMatcher raw_matcher, normalized_matcher;
   std::vector<int32_t> prefix, suffix;  // the template around sequence A
@@ -131,7 +131,7 @@ struct HfTokenizer::Impl {
   int64_t size = 0;
   std::string description;
 
-  using WordCache = std::unordered_map<std::string, std::pair<std::vector<int32_t>, std::vector<uint32_t>>>;
+  using WordCache = BpeModel::Cache;
   void encode_section(const std::string& text, const Section& sec, bool first_section, WordCache& cache, std::vector<HfToken>& out) const;
 };
 
@@ -224,7 +224,8 @@ HfTokenizer HfTokenizer::parse(const std::string& json_text, const std::string& 
     }
     const size_t index = m.added.size();
     m.added.push_back(t);
-    m.added_by_id[t.id] = index;
+    if (static_cast<size_t>(t.id) >= m.added_by_id.size()) m.added_by_id.resize(static_cast<size_t>(t.id) + 1, -1);
+    m.added_by_id[static_cast<size_t>(t.id)] = static_cast<int32_t>(index);
     m.added_contents.insert(t.content);
     m.size = std::max<int64_t>(m.size, t.id + 1);
     if (t.normalized && m.normalizer) {
@@ -280,28 +281,19 @@ void HfTokenizer::Impl::encode_section(const std::string& text, const Section& s
       out.push_back({added[static_cast<size_t>(sub.added)].id, seg.start(sub.begin), seg.start(sub.end)});
       continue;
     }
-    std::vector<AlignedText> pieces{seg.slice(sub.begin, sub.end)};
-    if (pre_tokenizer) pre_tokenizer->apply(pieces, first_section);
-    for (const AlignedText& piece : pieces) {
-      if (piece.text.empty()) continue;
-      // Words repeat: short ones are merged once per call.
-      const bool cacheable = piece.text.size() < 256;
-      const auto hit = cacheable ? cache.find(piece.text) : cache.end();
-      if (hit != cache.end()) {
-        ids = hit->second.first;
-        ends = hit->second.second;
-      } else {
-        ids.clear();
-        ends.clear();
-        model.encode_word(piece.text, ids, ends);
-        if (cacheable) cache.emplace(piece.text, std::make_pair(ids, ends));
-      }
+    const auto encode_piece = [&](AlignedText&& piece) {
+      if (piece.text.empty()) return;
+      ids.clear();
+      ends.clear();
+      model.encode_word(piece.text, ids, ends, cache);
       uint32_t begin = 0;
       for (size_t k = 0; k < ids.size(); ++k) {
         out.push_back({ids[k], piece.start(begin), piece.start(ends[k])});
         begin = ends[k];
       }
-    }
+    };
+    if (pre_tokenizer) pre_tokenizer->split(seg.slice(sub.begin, sub.end), first_section, encode_piece);
+    else encode_piece(seg.slice(sub.begin, sub.end));
   }
 }
 
@@ -330,9 +322,11 @@ std::vector<HfToken> HfTokenizer::encode(const std::string& text, bool add_speci
 
 const std::string& HfTokenizer::token(int64_t id) const {
   static const std::string none;
-  const auto it = impl_->added_by_id.find(id);
-  if (it != impl_->added_by_id.end()) return impl_->added[it->second].content;
-  if (id < 0 || id >= impl_->model.size()) return none;
+  if (id < 0) return none;
+  if (id < static_cast<int64_t>(impl_->added_by_id.size()) && impl_->added_by_id[static_cast<size_t>(id)] >= 0) {
+    return impl_->added[static_cast<size_t>(impl_->added_by_id[static_cast<size_t>(id)])].content;
+  }
+  if (id >= impl_->model.size()) return none;
   return impl_->model.token(id);
 }
 
@@ -340,7 +334,7 @@ std::string HfTokenizer::decode(const std::vector<int64_t>& ids) const {
   std::vector<std::string> tokens;
   tokens.reserve(ids.size());
   for (const int64_t id : ids) {
-    if (id < 0 || id >= impl_->size || (token(id).empty() && !impl_->added_by_id.count(id))) fail("token id ", id, " is not in the tokenizer");
+    if (id < 0 || id >= impl_->size || token(id).empty()) fail("token id ", id, " is not in the tokenizer");
     tokens.push_back(token(id));
   }
   std::string text;

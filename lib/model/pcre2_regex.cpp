@@ -75,8 +75,7 @@ Pcre2Regex::~Pcre2Regex() = default;
 Pcre2Regex::Pcre2Regex(Pcre2Regex&&) noexcept = default;
 Pcre2Regex& Pcre2Regex::operator=(Pcre2Regex&&) noexcept = default;
 
-std::vector<std::pair<size_t, size_t>> Pcre2Regex::find_all(const std::string& text) const {
-  std::vector<std::pair<size_t, size_t>> out;
+void Pcre2Regex::for_each_match(const std::string& text, const std::function<void(size_t, size_t)>& on_match) const {
   std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> md(pcre2_match_data_create_from_pattern(impl_->code, nullptr),
                                                                          &pcre2_match_data_free);
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
@@ -93,7 +92,7 @@ std::vector<std::pair<size_t, size_t>> Pcre2Regex::find_all(const std::string& t
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.get());
     const size_t b = ov[0], e = ov[1];
     if (e > b) {
-      out.emplace_back(b, e);
+      on_match(b, e);
       pos = e;
     } else {
       // An empty match: step over one whole character, as the reference engines do.
@@ -103,7 +102,6 @@ std::vector<std::pair<size_t, size_t>> Pcre2Regex::find_all(const std::string& t
       pos = b + n;
     }
   }
-  return out;
 }
 
 }  // namespace kvscope

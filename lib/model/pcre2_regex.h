@@ -3,6 +3,7 @@
 // PCRE2 in UTF + Unicode-property mode, JIT-compiled. Constructs whose meaning differs
 // between the two engines are translated or refused by name.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -18,8 +19,9 @@ class Pcre2Regex {
   Pcre2Regex(Pcre2Regex&&) noexcept;
   Pcre2Regex& operator=(Pcre2Regex&&) noexcept;
 
-  // Non-overlapping matches [begin, end) in valid UTF-8 `text`, left to right.
-  std::vector<std::pair<size_t, size_t>> find_all(const std::string& text) const;
+  // Calls `on_match(begin, end)` for the non-overlapping matches in valid UTF-8 `text`,
+  // left to right.
+  void for_each_match(const std::string& text, const std::function<void(size_t, size_t)>& on_match) const;
 
  private:
   struct Impl;

@@ -71,7 +71,11 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::filesystem::path& model_di
 Encoding Tokenizer::encode(const std::string& text, bool add_special) const {
   Encoding out;
   if (impl_->hf) {
-    for (const HfToken& t : impl_->hf->encode(text, add_special)) {
+    const std::vector<HfToken> tokens = impl_->hf->encode(text, add_special);
+    out.ids.reserve(tokens.size());
+    out.pieces.reserve(tokens.size());
+    out.byte_spans.reserve(tokens.size());
+    for (const HfToken& t : tokens) {
       out.ids.push_back(t.id);
       out.pieces.push_back(impl_->hf->token(t.id));
       out.byte_spans.emplace_back(t.begin, t.end);
