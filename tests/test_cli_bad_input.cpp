@@ -130,7 +130,7 @@ TEST_F(BadInput, UnknownArchitecture) {
 
 TEST_F(BadInput, MissingTokenizer) {
   write(dir_ / "story.txt", "Once upon a time");
-  expect_clean_failure({"score", good().string(), "--text", (dir_ / "story.txt").string()}, "no tokenizer.model");
+  expect_clean_failure({"score", good().string(), "--text", (dir_ / "story.txt").string()}, "no tokenizer.json or tokenizer.model");
 }
 
 TEST_F(BadInput, EmptyText) {
@@ -150,7 +150,7 @@ TEST_F(BadInput, MissingModelDirAndMissingInput) {
 }
 
 TEST_F(BadInput, EveryCommandHasHelp) {
-  for (const char* cmd : {"info", "score", "generate", "bench", "random-model"}) {
+  for (const char* cmd : {"info", "score", "generate", "bench", "random-model", "tokenize"}) {
     const auto r = run_kvscope({cmd, "--help"});
     EXPECT_EQ(r.code, 0) << cmd;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << cmd;

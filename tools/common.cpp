@@ -29,7 +29,7 @@ LlamaModel load_model(const std::string& model_dir, const RuntimeOptions& o) {
 }
 
 void add_input_options(CLI::App* cmd, InputOptions& o) {
-  auto* text = cmd->add_option("--text", o.text_file, "UTF-8 text file, tokenised with the model's tokenizer.model");
+  auto* text = cmd->add_option("--text", o.text_file, "UTF-8 text file, tokenised with the model's tokenizer.json (or tokenizer.model)");
   auto* ids = cmd->add_option("--ids", o.ids_file, "pre-tokenised input: token ids separated by whitespace or commas, '#' comments; no BOS added");
   text->excludes(ids);
   ids->excludes(text);
