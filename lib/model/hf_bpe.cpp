@@ -183,15 +183,15 @@ void BpeModel::encode_word(const std::string& word, std::vector<int32_t>& ids, s
   if (word.empty()) return;
   // Words repeat: short ones are merged once per encode call.
   if (word.size() >= 256) return encode_uncached(word, ids, ends, cache);
-  auto hit = cache.find(word);
-  if (hit == cache.end()) {
-    std::vector<int32_t> word_ids;
-    std::vector<uint32_t> word_ends;
-    encode_uncached(word, word_ids, word_ends, cache);
-    hit = cache.emplace(word, std::make_pair(std::move(word_ids), std::move(word_ends))).first;
+  BpeWordCache::Tokens hit = cache.find(word);
+  if (!hit.ids) {
+    const size_t first = ids.size();
+    encode_uncached(word, ids, ends, cache);
+    cache.insert(word, ids.data() + first, ends.data() + first, ids.size() - first);
+    return;
   }
-  ids.insert(ids.end(), hit->second.first.begin(), hit->second.first.end());
-  ends.insert(ends.end(), hit->second.second.begin(), hit->second.second.end());
+  ids.insert(ids.end(), hit.ids, hit.ids + hit.count);
+  ends.insert(ends.end(), hit.ends, hit.ends + hit.count);
 }
 
 void BpeModel::encode_uncached(const std::string& word, std::vector<int32_t>& ids, std::vector<uint32_t>& ends, Cache& cache) const {

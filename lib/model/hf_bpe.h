@@ -10,6 +10,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "model/bpe_word_cache.h"
+
 namespace kvscope {
 
 // GPT-2's reversible map from bytes to printable characters (UTF-8 encoded).
@@ -21,8 +23,7 @@ class BpeModel {
   // alphabet (set when the pre-tokenizer is ByteLevel).
   static BpeModel parse(const nlohmann::json& model, bool byte_level, const std::string& label);
 
-  // Words already merged during one encode call, by their text.
-  using Cache = std::unordered_map<std::string, std::pair<std::vector<int32_t>, std::vector<uint32_t>>>;
+  using Cache = BpeWordCache;
 
   // Appends the tokens of one word: their ids and the byte offset where each ends.
   void encode_word(const std::string& word, std::vector<int32_t>& ids, std::vector<uint32_t>& ends, Cache& cache) const;
