@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cctype>
+#include <string>
 #include <unordered_map>
 
 #include "core/error.h"
