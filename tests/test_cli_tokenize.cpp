@@ -67,7 +67,7 @@ TEST(CliTokenize, RefusesBadInvocationsInOneLine) {
   struct Case { std::vector<std::string> args; std::string expect; };
   const Case cases[] = {
       {{"tokenize", dir.path().string(), "--text", (dir / "text.txt").string()}, "no tokenizer.json or tokenizer.model"},
-      {{"tokenize", kLlama3.string(), "--text", (dir / "bad.txt").string()}, "not valid UTF-8 (byte 3)"},
+      {{"tokenize", kLlama3.string(), "--text", (dir / "bad.txt").string()}, "bad.txt: text is not valid UTF-8 (byte 3)"},
       {{"tokenize", kLlama3.string()}, "pass --text FILE"},
       {{"tokenize", (dir / "missing").string(), "--text", (dir / "text.txt").string()}, "not a directory"},
   };

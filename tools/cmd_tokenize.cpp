@@ -47,7 +47,13 @@ Command register_tokenize(CLI::App& app) {
               return 0;
             }
             if (text_file.empty()) fail("tokenize: pass --text FILE (or --decode --ids FILE)");
-            const Encoding enc = tok->encode(read_text_file(text_file), !no_special);
+            const std::string text = read_text_file(text_file);
+            Encoding enc;
+            try {
+              enc = tok->encode(text, !no_special);
+            } catch (const Error& e) {
+              fail(text_file, ": ", e.what());
+            }
             std::string out;
             out.reserve(enc.ids.size() * 7);
             for (size_t i = 0; i < enc.ids.size(); ++i) {

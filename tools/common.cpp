@@ -45,7 +45,12 @@ TokenInput read_input(const std::string& model_dir, const ModelConfig& config, c
     const std::string text = read_text_file(o.text_file);
     if (text.find_first_not_of(" \t\r\n") == std::string::npos) fail(o.text_file, ": empty text (nothing to score)");
     const auto tok = Tokenizer::load(model_dir, config);
-    Encoding enc = tok->encode(text);
+    Encoding enc;
+    try {
+      enc = tok->encode(text);
+    } catch (const Error& e) {
+      fail(o.text_file, ": ", e.what());
+    }
     in.ids = std::move(enc.ids);
     in.pieces = std::move(enc.pieces);
     in.byte_spans = std::move(enc.byte_spans);
