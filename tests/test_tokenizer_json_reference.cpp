@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "model/hf_tokenizer.h"
 #include "model/tokenizer.h"
 #include "support/test_paths.h"
 
@@ -193,6 +194,14 @@ TEST(TokenizerJson, RefusesWhatItDoesNotImplementByName) {
   // Text that is not UTF-8.
   std::ofstream(tmp / "tokenizer_config.json") << R"({"add_bos_token": true})";
   EXPECT_NE(error_of([&] { Tokenizer::load(tmp.path())->encode("ok \xff bad"); }).find("not valid UTF-8 (byte 3)"), std::string::npos);
+}
+
+// Inputs the fuzzer found: a field of the wrong type is refused as one kvscope error line
+// (it once escaped as a JSON-library exception).
+TEST(TokenizerJson, FuzzerFoundInputsAreRefused) {
+  const fs::path file = fs::path(KVSCOPE_SOURCE_DIR) / "tests/fuzz/regressions/tokenizer_json_type_error.json";
+  const std::string msg = error_of([&] { HfTokenizer::parse(read_file(file), "", "tokenizer_json_type_error.json"); });
+  EXPECT_NE(msg.find("tokenizer_json_type_error.json: model: 'type' must be a string"), std::string::npos) << msg;
 }
 
 }  // namespace

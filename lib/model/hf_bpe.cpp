@@ -6,6 +6,7 @@
 #include <queue>
 
 #include "core/error.h"
+#include "model/json_fields.h"
 #include "model/utf8.h"
 
 namespace kvscope {
@@ -53,7 +54,7 @@ bool byte_level_bytes(const std::string& token, std::string& out) {
 
 BpeModel BpeModel::parse(const json& model, bool byte_level, const std::string& label) {
   if (!model.is_object()) fail(label, ": 'model' must be an object");
-  const std::string type = model.value("type", std::string("BPE"));
+  const std::string type = json_string(model, "type", "BPE", label);
   if (type != "BPE") fail(label, ": unsupported model type '", type, "' (supported: BPE)");
   BpeModel m;
   m.byte_level_ = byte_level;

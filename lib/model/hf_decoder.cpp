@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "model/json_fields.h"
 #include "model/hf_bpe.h"
 #include "model/utf8.h"
 
@@ -176,7 +177,7 @@ std::unique_ptr<TokenDecoder> parse_decoder(const json& spec, const std::string&
   if (type == "ByteLevel") return std::make_unique<ByteLevelDecoder>();
   if (type == "Metaspace") {
     std::string scheme = string_of(spec, "prepend_scheme", "", where);
-    if (scheme.empty()) scheme = spec.value("add_prefix_space", true) ? "always" : "never";
+    if (scheme.empty()) scheme = json_bool(spec, "add_prefix_space", true, where) ? "always" : "never";
     return std::make_unique<MetaspaceDecoder>(string_of(spec, "replacement", "\xE2\x96\x81", where), scheme != "never");
   }
   if (type == "Replace") {

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "model/json_fields.h"
 #include "model/pcre2_regex.h"
 
 namespace kvscope {
@@ -32,7 +33,7 @@ class Split : public PreTokenizer {
     } else {
       fail(label, ": pattern must be {\"Regex\": ...} or {\"String\": ...}");
     }
-    const std::string behavior = spec.value("behavior", std::string("Isolated"));
+    const std::string behavior = json_string(spec, "behavior", "Isolated", label);
     if (behavior != "Isolated" && behavior != "Removed") {
       fail(label, ": behavior '", behavior, "' is not supported (supported: Isolated, Removed)");
     }
@@ -105,7 +106,7 @@ class ByteLevel : public PreTokenizer {
 class Metaspace : public PreTokenizer {
  public:
   Metaspace(const json& spec, const std::string& label) {
-    replacement_ = spec.value("replacement", std::string("\xE2\x96\x81"));
+    replacement_ = json_string(spec, "replacement", "\xE2\x96\x81", label);
     if (replacement_.empty()) fail(label, ": empty 'replacement'");
     if (spec.contains("prepend_scheme") && !spec["prepend_scheme"].is_null()) {
       scheme_ = spec["prepend_scheme"].is_string() ? spec["prepend_scheme"].get<std::string>() : "";

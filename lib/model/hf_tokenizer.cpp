@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "core/error.h"
+#include "model/json_fields.h"
 #include "model/hf_bpe.h"
 #include "model/hf_decoder.h"
 #include "model/hf_normalizer.h"
@@ -146,14 +147,15 @@ namespace {
 void parse_template(const json& pp, const std::string& label, std::vector<int32_t>& prefix, std::vector<int32_t>& suffix) {
   const auto single = pp.find("single");
   if (single == pp.end() || !single->is_array()) fail(label, ": TemplateProcessing needs a 'single' list");
-  const json specials = pp.value("special_tokens", json::object());
+  const json specials = pp.contains("special_tokens") ? pp["special_tokens"] : json::object();
+  if (!specials.is_object()) fail(label, ": 'special_tokens' must be an object");
   bool seen_a = false;
   for (const json& item : *single) {
     if (item.contains("Sequence")) {
-      if (item["Sequence"].value("id", std::string()) != "A" || seen_a) fail(label, ": the single template must hold sequence A once");
+      if (json_string(item["Sequence"], "id", "", label) != "A" || seen_a) fail(label, ": the single template must hold sequence A once");
       seen_a = true;
     } else if (item.contains("SpecialToken")) {
-      const std::string name = item["SpecialToken"].value("id", std::string());
+      const std::string name = json_string(item["SpecialToken"], "id", "", label);
       const auto it = specials.find(name);
       if (it == specials.end() || !it->contains("ids") || !(*it)["ids"].is_array()) {
         fail(label, ": template token '", name, "' is not in special_tokens");
@@ -171,7 +173,7 @@ void parse_template(const json& pp, const std::string& label, std::vector<int32_
 
 void parse_post_processor(const json& pp, const std::string& label, std::vector<int32_t>& prefix, std::vector<int32_t>& suffix) {
   if (pp.is_null()) return;
-  const std::string type = pp.value("type", std::string());
+  const std::string type = json_string(pp, "type", "", label);
   if (type == "ByteLevel") return;  // only trims offsets; ids are unchanged
   if (type == "TemplateProcessing") return parse_template(pp, label + " (TemplateProcessing)", prefix, suffix);
   if (type == "Sequence") {
@@ -186,6 +188,16 @@ void parse_post_processor(const json& pp, const std::string& label, std::vector<
 }  // namespace
 
 HfTokenizer HfTokenizer::parse(const std::string& json_text, const std::string& config_json, const std::string& label) {
+  // Fields are type-checked where they are read; anything the JSON library still objects to
+  // is reported the same way, as one line naming the file.
+  try {
+    return parse_checked(json_text, config_json, label);
+  } catch (const json::exception& e) {
+    fail(label, ": unexpected structure (", e.what(), ")");
+  }
+}
+
+HfTokenizer HfTokenizer::parse_checked(const std::string& json_text, const std::string& config_json, const std::string& label) {
   const json doc = json::parse(json_text, nullptr, false);
   if (doc.is_discarded() || !doc.is_object()) fail(label, ": not a JSON object");
   for (const char* key : {"truncation", "padding"}) {
@@ -250,7 +262,7 @@ HfTokenizer HfTokenizer::parse(const std::string& json_text, const std::string& 
       m.clean_up_spaces = cfg["clean_up_tokenization_spaces"].get<bool>();
     }
     for (const char* key : {"remove_space", "do_lowercase_and_remove_accent"}) {
-      if (cfg.value(key, false) == true) fail(config_label, ": '", key, "' is not supported");
+      if (json_bool(cfg, key, false, config_label)) fail(config_label, ": '", key, "' is not supported");
     }
     // The template decides BOS and EOS; a config that says otherwise is contradictory.
     const auto check = [&](const char* key, const std::vector<int32_t>& side, const char* where) {

@@ -39,6 +39,7 @@ class HfTokenizer {
 
  private:
   HfTokenizer();
+  static HfTokenizer parse_checked(const std::string& json_text, const std::string& config_json, const std::string& label);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
