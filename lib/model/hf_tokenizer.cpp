@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <unordered_map>
 #include <unordered_set>
@@ -254,7 +255,7 @@ HfTokenizer HfTokenizer::parse_checked(const std::string& json_text, const std::
       if (id >= m.size) fail(label, ": post_processor adds token id ", id, ", which no token has");
   }
   if (!config_json.empty()) {
-    const std::string config_label = "tokenizer_config.json";
+    const std::string config_label = (std::filesystem::path(label).parent_path() / "tokenizer_config.json").string();
     const json cfg = json::parse(config_json, nullptr, false);
     if (cfg.is_discarded() || !cfg.is_object()) fail(config_label, ": not a JSON object");
     if (cfg.contains("clean_up_tokenization_spaces") && !cfg["clean_up_tokenization_spaces"].is_null()) {
