@@ -21,14 +21,16 @@ const char* git_commit() { return "fuzz"; }
 }  // namespace kvscope
 CPP
 CORE=("$ROOT"/lib/core/{selection,library_versions}.cpp "$ROOT"/lib/io/{safetensors,mapped_file,h5,h5_storage_check,provenance}.cpp
-      "$ROOT"/lib/model/{config,sentencepiece_model}.cpp "$ROOT"/lib/dump/dump_reader.cpp "$OUT/version_info.cpp")
+      "$ROOT"/lib/model/{config,sentencepiece_model,hf_bpe,hf_decoder,hf_normalizer,hf_pre_tokenizer,hf_tokenizer,pcre2_regex,utf8}.cpp
+      "$ROOT"/lib/dump/dump_reader.cpp "$OUT/version_info.cpp")
+TEXT_LIBS=$(pkg-config --libs libpcre2-8 icu-uc)
 status=0
 printf '%-22s %12s %10s %s\n' target executions seconds result
 # Leaks inside libhdf5's own error paths are reported by LeakSanitizer but are not ours.
 export LSAN_OPTIONS="suppressions=$ROOT/tests/fuzz/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
-for target in ${KVSCOPE_FUZZ_TARGETS:-safetensors config selection sentencepiece dump_reader}; do
+for target in ${KVSCOPE_FUZZ_TARGETS:-safetensors config selection sentencepiece tokenizer_json dump_reader}; do
   bin="$OUT/fuzz_$target"
-  clang++ "${FLAGS[@]}" "$ROOT/tests/fuzz/fuzz_$target.cpp" "${CORE[@]}" $HDF5_LIB -o "$bin"
+  clang++ "${FLAGS[@]}" "$ROOT/tests/fuzz/fuzz_$target.cpp" "${CORE[@]}" $HDF5_LIB $TEXT_LIBS -o "$bin"
   corpus="$OUT/corpus_$target"
   rm -rf "$corpus" && mkdir -p "$corpus"
   cp "$ROOT/tests/fuzz/corpus/$target"/* "$corpus"/ 2>/dev/null || true

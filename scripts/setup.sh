@@ -9,12 +9,16 @@ BUILD_DIR="${KVSCOPE_BUILD_DIR:-$ROOT/build}"
 PACKAGES=(
   build-essential cmake ninja-build ccache git pkg-config
   libtorch-dev libhdf5-dev hdf5-tools libeigen3-dev liblapacke-dev libopenblas-dev
-  libsentencepiece-dev sentencepiece nlohmann-json3-dev libcli11-dev
+  libsentencepiece-dev sentencepiece nlohmann-json3-dev libcli11-dev libpcre2-dev libicu-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-h5py python3-matplotlib python3-numpy
   bible-kjv
   clang libclang-rt-dev
 )
+# Node runs the reference tokenizer in the tests. Debian's npm comes as its own package;
+# a Node installed from elsewhere (NodeSource) ships npm inside and conflicts with it.
+command -v node >/dev/null || PACKAGES+=(nodejs)
+command -v npm >/dev/null || PACKAGES+=(npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -33,6 +37,12 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq >/dev/null
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The reference tokenizers, at the versions pinned in tests/js/package-lock.json.
+if [[ ! -f "$ROOT/tests/js/node_modules/.package-lock.json" || "$ROOT/tests/js/package-lock.json" -nt "$ROOT/tests/js/node_modules/.package-lock.json" ]]; then
+  echo "setup: installing the reference tokenizers (npm ci in tests/js)" >&2
+  (cd "$ROOT/tests/js" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 
 if [[ "${KVSCOPE_SKIP_BUILD:-0}" == 1 ]]; then exit 0; fi

@@ -130,7 +130,7 @@ TEST_F(BadInput, UnknownArchitecture) {
 
 TEST_F(BadInput, MissingTokenizer) {
   write(dir_ / "story.txt", "Once upon a time");
-  expect_clean_failure({"score", good().string(), "--text", (dir_ / "story.txt").string()}, "no tokenizer.model");
+  expect_clean_failure({"score", good().string(), "--text", (dir_ / "story.txt").string()}, "no tokenizer.json or tokenizer.model");
 }
 
 TEST_F(BadInput, EmptyText) {

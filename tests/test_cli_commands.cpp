@@ -34,6 +34,7 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> kCommands{
     {"l2corr", {"--out"}},
     {"perturb", {"--text", "--out", "--weighting"}},
     {"train", {"--train", "--out"}},
+    {"tokenize", {"--text", "--ids", "--no-special", "--pieces", "--decode"}},
 };
 
 TEST(Commands, EveryCommandListedHasHelpShowingItsOptions) {

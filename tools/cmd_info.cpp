@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
@@ -13,15 +14,6 @@
 namespace kvscope::tools {
 namespace {
 
-const char* scaling_name(RopeScaling s) {
-  switch (s) {
-    case RopeScaling::None: return "none";
-    case RopeScaling::Linear: return "linear";
-    case RopeScaling::Llama3: return "llama3";
-  }
-  return "?";
-}
-
 int print_model_info(const std::string& dir, const RuntimeOptions& rt) {
   const LlamaModel model = load_model(dir, rt);
   const ModelConfig& c = model.config();
@@ -36,8 +28,15 @@ int print_model_info(const std::string& dir, const RuntimeOptions& rt) {
               static_cast<long long>(c.num_kv_heads), c.num_heads == c.num_kv_heads ? "MHA" : "GQA",
               static_cast<long long>(c.head_dim));
   std::printf("context        %lld positions\n", static_cast<long long>(c.max_position_embeddings));
-  std::printf("rope           theta %g, scaling %s (factor %g)\n", c.rope.theta, scaling_name(c.rope.scaling), c.rope.factor);
-  if (c.sliding_window) std::printf("sliding window %lld\n", static_cast<long long>(*c.sliding_window));
+  std::printf("rope           theta %g, scaling %s (factor %g", c.rope.theta, rope_scaling_name(c.rope.scaling), c.rope.factor);
+  if (c.rope.scaling == RopeScaling::Yarn) std::printf(", attention factor %g", c.rope.attention_factor);
+  std::printf(")\n");
+  if (c.sliding_window) {
+    const auto sliding = std::count_if(c.layer_window.begin(), c.layer_window.end(), [](int64_t w) { return w > 0; });
+    std::printf("sliding window %lld tokens on %lld of %lld layers\n", static_cast<long long>(*c.sliding_window),
+                static_cast<long long>(sliding), static_cast<long long>(c.num_layers));
+  }
+  if (!c.declared_dtype.empty()) std::printf("declared dtype %s\n", c.declared_dtype.c_str());
   std::printf("vocab          %lld; embeddings %s; qkv bias %s\n", static_cast<long long>(c.vocab_size),
               c.tie_word_embeddings ? "tied" : "untied", c.attention_bias ? "yes" : "no");
   const double kv_bytes_per_token = 2.0 * c.num_layers * c.num_kv_heads * c.head_dim * at::elementSize(model.dtype());
@@ -48,6 +47,14 @@ int print_model_info(const std::string& dir, const RuntimeOptions& rt) {
   } catch (const Error& e) {
     std::printf("tokenizer      none usable (%s)\n", e.what());
   }
+  return 0;
+}
+
+// A directory holding only tokenizer files.
+int print_tokenizer_info(const std::string& dir) {
+  const auto tok = Tokenizer::load(dir);
+  std::printf("tokenizer      %s\n", tok->description().c_str());
+  std::printf("vocabulary     %lld ids\n", static_cast<long long>(tok->vocab_size()));
   return 0;
 }
 
@@ -87,6 +94,7 @@ Command register_info(CLI::App& app) {
             std::error_code ec;
             if (!std::filesystem::exists(path, ec)) fail(path, ": no such file or directory");
             if (std::filesystem::is_regular_file(path, ec)) return print_dump_info(path);
+            if (!std::filesystem::exists(std::filesystem::path(path) / "config.json", ec)) return print_tokenizer_info(path);
             return print_model_info(path, rt);
           }};
 }

@@ -25,5 +25,6 @@ Command register_spectrum(CLI::App& app);
 Command register_l2corr(CLI::App& app);
 Command register_perturb(CLI::App& app);
 Command register_train(CLI::App& app);
+Command register_tokenize(CLI::App& app);
 
 }  // namespace kvscope::tools

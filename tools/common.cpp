@@ -31,7 +31,7 @@ LlamaModel load_model(const std::string& model_dir, const RuntimeOptions& o) {
 }
 
 void add_input_options(CLI::App* cmd, InputOptions& o) {
-  auto* text = cmd->add_option("--text", o.text_file, "UTF-8 text file, tokenised with the model's tokenizer.model");
+  auto* text = cmd->add_option("--text", o.text_file, "UTF-8 text file, tokenised with the model's tokenizer.json (or tokenizer.model)");
   auto* ids = cmd->add_option("--ids", o.ids_file, "pre-tokenised input: token ids separated by whitespace or commas, '#' comments; no BOS added");
   text->excludes(ids);
   ids->excludes(text);
@@ -48,7 +48,12 @@ TokenInput read_input(const std::string& model_dir, const ModelConfig& config, c
     check_utf8_text(text, o.text_file);
     if (text.find_first_not_of(" \t\r\n") == std::string::npos) fail(o.text_file, ": empty text (nothing to score)");
     const auto tok = Tokenizer::load(model_dir, config);
-    Encoding enc = tok->encode(text);
+    Encoding enc;
+    try {
+      enc = tok->encode(text);
+    } catch (const Error& e) {
+      fail(o.text_file, ": ", e.what());
+    }
     in.ids = std::move(enc.ids);
     in.pieces = std::move(enc.pieces);
     in.byte_spans = std::move(enc.byte_spans);

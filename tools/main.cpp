@@ -31,7 +31,8 @@ int main(int argc, char** argv) {
                                      tools::register_generate(app), tools::register_bench(app),
                                      tools::register_random_model(app), tools::register_dump(app), tools::register_ppl(app),
                                      tools::register_spectrum(app), tools::register_l2corr(app),
-                                     tools::register_perturb(app), tools::register_train(app)};
+                                     tools::register_perturb(app), tools::register_train(app),
+                                     tools::register_tokenize(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

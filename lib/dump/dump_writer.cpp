@@ -73,7 +73,7 @@ class DocumentObserver : public ForwardObserver {
     const at::Tensor qpos = a.positions.view({n, 1});
     const at::Tensor kpos = a.key_positions.view({1, S});
     at::Tensor visible = kpos.le(qpos);
-    if (config_.sliding_window) visible = visible.logical_and(qpos - kpos < *config_.sliding_window);
+    if (const auto window = config_.window_for_layer(a.layer)) visible = visible.logical_and(qpos - kpos < *window);
     s.query_count.narrow(0, 0, S).add_(visible.sum(0));
     if (t0 + n == T_) s.last_row = p.select(1, n - 1).to(at::kFloat);  // [H, T]
     if (s.sets.count("attention")) {

@@ -115,13 +115,14 @@ at::Tensor LlamaModel::attend(int layer, const at::Tensor& q_rows, const at::Ten
   scores.mul_(1.0 / std::sqrt(static_cast<double>(hd)));
   scores = scores.view({KV, group, T, S});
 
-  const bool needs_mask = T > 1 || config_.sliding_window.has_value() || in.key_positions.dim() == 2;
+  const std::optional<int64_t> window = config_.window_for_layer(layer);
+  const bool needs_mask = T > 1 || window.has_value() || in.key_positions.dim() == 2;
   if (needs_mask) {
     const at::Tensor qpos = in.query_positions.view({T, 1});
     at::Tensor kpos = in.key_positions;  // [S] or [KV, S]
     kpos = kpos.dim() == 1 ? kpos.view({1, 1, 1, S}) : kpos.view({KV, 1, 1, S});
     at::Tensor hidden = kpos.gt(qpos.view({1, 1, T, 1}));
-    if (config_.sliding_window) hidden = hidden.logical_or(qpos.view({1, 1, T, 1}) - kpos >= *config_.sliding_window);
+    if (window) hidden = hidden.logical_or(qpos.view({1, 1, T, 1}) - kpos >= *window);
     scores.masked_fill_(hidden, -std::numeric_limits<float>::infinity());
   }
   const at::Tensor probs = at::softmax(scores, -1);  // fp32

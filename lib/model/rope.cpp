@@ -3,14 +3,35 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/error.h"
+
 namespace kvscope {
 
 std::vector<double> rope_inverse_frequencies(const ModelConfig& c) {
   const RopeConfig& r = c.rope;
   const int64_t half = c.head_dim / 2;
+  const double dim = static_cast<double>(c.head_dim);
+  // yarn's band of dimensions that blend interpolation into extrapolation, as transformers
+  // computes it (_compute_yarn_parameters): the dimensions that turn beta_fast and beta_slow
+  // times over the original context.
+  double ramp_low = 0, ramp_high = 0;
+  if (r.scaling == RopeScaling::Yarn) {
+    const auto correction_dim = [&](double rotations) {
+      return dim * std::log(static_cast<double>(r.original_max_position) / (rotations * 2.0 * M_PI)) / (2.0 * std::log(r.theta));
+    };
+    ramp_low = correction_dim(r.beta_fast);
+    ramp_high = correction_dim(r.beta_slow);
+    if (r.truncate) {
+      ramp_low = std::floor(ramp_low);
+      ramp_high = std::ceil(ramp_high);
+    }
+    ramp_low = std::max(ramp_low, 0.0);
+    ramp_high = std::min(ramp_high, dim - 1);
+    if (ramp_low == ramp_high) ramp_high += 0.001;
+  }
   std::vector<double> inv(half);
   for (int64_t j = 0; j < half; ++j) {
-    double f = 1.0 / std::pow(r.theta, static_cast<double>(2 * j) / static_cast<double>(c.head_dim));
+    double f = 1.0 / std::pow(r.theta, static_cast<double>(2 * j) / dim);
     if (r.scaling == RopeScaling::Linear) {
       f /= r.factor;
     } else if (r.scaling == RopeScaling::Llama3) {
@@ -24,7 +45,12 @@ std::vector<double> rope_inverse_frequencies(const ModelConfig& c) {
         const double smooth = (old_len / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
         f = (1.0 - smooth) * f / r.factor + smooth * f;
       }
+    } else if (r.scaling == RopeScaling::Yarn) {
+      const double ramp = std::clamp((static_cast<double>(j) - ramp_low) / (ramp_high - ramp_low), 0.0, 1.0);
+      f = f / r.factor * ramp + f * (1.0 - ramp);
     }
+    // Dynamic NTK scaling leaves the frequencies unchanged up to max_position_embeddings,
+    // the only positions Rope accepts for it (see Rope::apply).
     inv[j] = f;
   }
   return inv;
@@ -35,8 +61,10 @@ Rope::Rope(const ModelConfig& config, at::Device device) {
   inv_freq_ = at::tensor(inv, at::TensorOptions().dtype(at::kDouble)).to(device);
   table_size_ = std::min<int64_t>(std::max<int64_t>(config.max_position_embeddings, 1), 1 << 20);
   const at::Tensor angles = at::arange(table_size_, at::TensorOptions().dtype(at::kDouble).device(device)).unsqueeze(-1) * inv_freq_;
-  cos_table_ = angles.cos().to(at::kFloat);
-  sin_table_ = angles.sin().to(at::kFloat);
+  attention_factor_ = config.rope.attention_factor;
+  cos_table_ = (angles.cos() * attention_factor_).to(at::kFloat);
+  sin_table_ = (angles.sin() * attention_factor_).to(at::kFloat);
+  if (config.rope.scaling == RopeScaling::Dynamic) dynamic_limit_ = config.max_position_embeddings;
 }
 
 namespace {
@@ -95,9 +123,16 @@ at::Tensor Rope::apply(const at::Tensor& x, const at::Tensor& positions) const {
     cos = cos_table_.index_select(0, flat).view(shape).to(x.scalar_type());
     sin = sin_table_.index_select(0, flat).view(shape).to(x.scalar_type());
   } else {
+    // transformers recomputes dynamic-NTK frequencies from the longest position of each
+    // call, so keys cached earlier were rotated with other frequencies than later ones; a
+    // cache of rotated keys cannot reproduce that, so those positions are refused.
+    if (dynamic_limit_ > 0 && positions.numel() > 0 && positions.max().item<int64_t>() >= dynamic_limit_) {
+      fail("rope_type 'dynamic': position ", positions.max().item<int64_t>(), " is beyond max_position_embeddings (", dynamic_limit_,
+           "), where transformers re-derives the frequencies at every call; kvscope runs dynamic scaling only within it");
+    }
     const at::Tensor angles = positions.to(at::kDouble).unsqueeze(-1) * inv_freq_;  // [..., T, half]
-    cos = angles.cos().to(x.scalar_type());
-    sin = angles.sin().to(x.scalar_type());
+    cos = (angles.cos() * attention_factor_).to(x.scalar_type());
+    sin = (angles.sin() * attention_factor_).to(x.scalar_type());
   }
   if (cos.dim() == 2) {
     cos = cos.unsqueeze(0);

@@ -22,9 +22,11 @@ class Rope {
   at::Tensor inv_freq_;
   at::Tensor cos_table_, sin_table_;  // [positions, head_dim / 2], float32
   int64_t table_size_ = 0;
+  double attention_factor_ = 1.0;
+  int64_t dynamic_limit_ = 0;  // positions from here on are refused (dynamic NTK scaling)
 };
 
-// Inverse frequencies for a config, including linear and llama3 scaling (host-side doubles).
+// Inverse frequencies for a config, with its scaling applied (host-side doubles).
 std::vector<double> rope_inverse_frequencies(const ModelConfig& config);
 
 }  // namespace kvscope
