@@ -162,9 +162,9 @@ TEST_F(Catalogue, InterruptsMidRun) {
   // ppl prints its batch and memory line once the sweep is set up, just before decoding.
   interrupt({"ppl", m(), "--ids", p("long_ids.txt"), "--budget", "16", "--policy", "full,h2o,weightedkv", "-o", p("int-ppl.h5")},
             p("int-ppl.h5"), SIGTERM, "ppl: batch");
-  // perturb prints nothing before its first progress line (2 s into decoding, of about 8).
+  // perturb says what it will do just before decoding (about 8 s of it).
   interrupt({"perturb", m(), "--ids", p("long_ids.txt"), "--at", "100", "--steps", "2800", "-o", p("int-perturb.h5")},
-            p("int-perturb.h5"), SIGINT, "perturb: ");
+            p("int-perturb.h5"), SIGINT, "perturb: 1 document(s)");
 }
 
 }  // namespace

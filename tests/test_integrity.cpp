@@ -126,6 +126,16 @@ TEST_F(Integrity, NonFiniteWeightsAreRefusedNamingTheTensor) {
   expect_refused({"score", m(), "--ids", p("ids.txt")}, "tensor 'model.layers.0.mlp.up_proj.weight' holds a non-finite value");
 }
 
+TEST_F(Integrity, TokenIdsOutsideTheVocabularyInConfigAreRefused) {
+  std::ifstream in(dir_ / "m" / "config.json");
+  std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t at = config.find("\"bos_token_id\": 1");
+  ASSERT_NE(at, std::string::npos) << config;
+  config.replace(at, std::strlen("\"bos_token_id\": 1"), "\"bos_token_id\": 99999");
+  std::ofstream(dir_ / "m" / "config.json") << config;
+  expect_refused({"generate", m()}, "bos_token_id 99999 is outside the vocabulary (vocab_size 64)");
+}
+
 TEST_F(Integrity, ThreadCountsAreBounded) {
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   expect_refused({"score", m(), "--ids", p("ids.txt"), "--threads", "-1"}, "--threads -1");

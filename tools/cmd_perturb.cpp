@@ -99,6 +99,9 @@ Command register_perturb(CLI::App& app) {
             o.positions = positions == "original" ? PositionMode::Original : PositionMode::InCache;
             std::vector<std::string> sources;
             const auto docs = read_documents(model_dir, c, texts, ids, at + steps, &sources);
+            // Said before the decoding starts (the first progress line comes 10 s in when stderr is not a terminal).
+            std::fprintf(stderr, "perturb: %zu document(s), merges at step %lld, %lld steps after, %zu variants\n", docs.size(),
+                         static_cast<long long>(at), static_cast<long long>(steps), o.variants.size());
             Progress progress("perturb", static_cast<int64_t>(docs.size()) * steps, "step");
             std::vector<PerturbDocumentResult> results;
             double decode_seconds = 0, total_seconds = 0;

@@ -157,7 +157,19 @@ std::vector<SpectrumSummaryRow> run_spectrum(const DumpReader& dump, const Spect
             labels.emplace_back(kind, -1);
           }
         }
-        parallel_for(static_cast<int64_t>(jobs.size()), [&](int64_t i) { compute(jobs[i], o.single_precision); }, o.threads);
+        parallel_for(
+            static_cast<int64_t>(jobs.size()),
+            [&](int64_t i) {
+              try {
+                compute(jobs[i], o.single_precision);
+              } catch (const Error& err) {
+                // Say which matrix: LAPACK itself knows only its shape.
+                const auto& [kind, head] = labels[static_cast<size_t>(i)];
+                fail(dump.path(), ": document ", d, " layer ", layer, " ", kind, head < 0 ? " (all heads)" : concat(" KV head ", head), ": ",
+                     err.what());
+              }
+            },
+            o.threads);
 
         const h5::Group lg = layers.create_group(std::to_string(layer));
         for (const auto& kind : o.kinds) {
