@@ -126,14 +126,21 @@ TEST_F(Integrity, NonFiniteWeightsAreRefusedNamingTheTensor) {
   expect_refused({"score", m(), "--ids", p("ids.txt")}, "tensor 'model.layers.0.mlp.up_proj.weight' holds a non-finite value");
 }
 
-TEST_F(Integrity, TokenIdsOutsideTheVocabularyInConfigAreRefused) {
-  std::ifstream in(dir_ / "m" / "config.json");
+TEST_F(Integrity, TokenIdsOutsideTheVocabularyAreRefused) {
+  const fs::path model = dir_ / "tb";
+  fs::copy(fs::path(KVSCOPE_SOURCE_DIR) / "data/models/tinybooks", model);
+  std::ifstream in(model / "config.json");
   std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const size_t at = config.find("\"bos_token_id\": 1");
+  in.close();
+  const std::string bos = "\"bos_token_id\": 1";
+  const size_t at = config.find(bos);
   ASSERT_NE(at, std::string::npos) << config;
-  config.replace(at, std::strlen("\"bos_token_id\": 1"), "\"bos_token_id\": 99999");
-  std::ofstream(dir_ / "m" / "config.json") << config;
-  expect_refused({"generate", m()}, "bos_token_id 99999 is outside the vocabulary (vocab_size 64)");
+  config.replace(at, bos.size(), "\"bos_token_id\": 99999");
+  std::ofstream(model / "config.json") << config;
+  // generate starts from BOS; score prepends it to the text.
+  expect_refused({"generate", model.string(), "--max-new", "2"}, "bos_token_id 99999 is outside the vocabulary (vocab_size 4096)");
+  std::ofstream(p("words.txt")) << "In the beginning";
+  expect_refused({"score", model.string(), "--text", p("words.txt")}, "outside the model's vocabulary (vocab_size 4096)");
 }
 
 TEST_F(Integrity, ThreadCountsAreBounded) {

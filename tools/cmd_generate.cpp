@@ -58,6 +58,9 @@ Command register_generate(CLI::App& app) {
               ids = text.empty() ? std::vector<int64_t>{} : tok->encode(text).ids;
               if (ids.empty()) {
                 if (c.bos_token_id < 0) fail("empty prompt and the model has no BOS token to start from");
+                if (c.bos_token_id >= c.vocab_size) {
+                  fail("config.json: bos_token_id ", c.bos_token_id, " is outside the vocabulary (vocab_size ", c.vocab_size, ")");
+                }
                 ids = {c.bos_token_id};
               }
             }

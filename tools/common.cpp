@@ -54,6 +54,14 @@ TokenInput read_input(const std::string& model_dir, const ModelConfig& config, c
     } catch (const Error& e) {
       fail(o.text_file, ": ", e.what());
     }
+    // A tokenizer of another model (or a bos_token_id past the embedding) would otherwise
+    // fail deep inside the forward pass.
+    for (const int64_t id : enc.ids) {
+      if (id < 0 || id >= config.vocab_size) {
+        fail(o.text_file, ": the tokenizer produced id ", id, ", outside the model's vocabulary (vocab_size ", config.vocab_size,
+             "); do the tokenizer files and config.json belong to the same model?");
+      }
+    }
     in.ids = std::move(enc.ids);
     in.pieces = std::move(enc.pieces);
     in.byte_spans = std::move(enc.byte_spans);

@@ -370,9 +370,6 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   }
   c.bos_token_id = token_id(doc, "bos_token_id", label);
   c.eos_token_id = token_id(doc, "eos_token_id", label);
-  for (const auto& [name, id] : {std::pair<const char*, int64_t>{"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_id}}) {
-    if (id >= c.vocab_size) fail(label, ": ", name, " ", id, " is outside the vocabulary (vocab_size ", c.vocab_size, ")");
-  }
   return c;
 }
 
