@@ -19,6 +19,7 @@
 #include "model/random_model.h"
 #include "support/cli.h"
 #include "support/test_paths.h"
+#include "support/tiny_models.h"
 
 namespace kvscope {
 namespace {
@@ -28,13 +29,7 @@ namespace fs = std::filesystem;
 class Integrity : public ::testing::Test {
  protected:
   void SetUp() override {
-    RandomModelSpec spec;
-    spec.vocab_size = 64;
-    spec.hidden_size = 16;
-    spec.intermediate_size = 24;
-    spec.num_heads = 2;
-    spec.num_kv_heads = 1;
-    write_random_model((dir_ / "m").string(), spec);
+    write_random_model((dir_ / "m").string(), testing::cli_model_spec());
     std::ofstream(dir_ / "ids.txt") << "1 5 9 13 2 7 3 8 4 6 1 5 9 13 2 7 3 8 4 6 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28";
   }
   std::string m() const { return (dir_ / "m").string(); }

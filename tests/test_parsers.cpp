@@ -11,6 +11,7 @@
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "model/tokenizer.h"
+#include "support/error_of.h"
 #include "support/test_paths.h"
 
 namespace kvscope {
@@ -27,14 +28,7 @@ SafetensorsHeader parse(const std::string& bytes) {
   return parse_safetensors(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size(), "x.safetensors");
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 TEST(Safetensors, ParsesValidHeader) {
   const auto h = parse(safetensors_bytes(

@@ -25,6 +25,7 @@
 #include "model/random_model.h"
 #include "support/cli.h"
 #include "support/test_paths.h"
+#include "support/tiny_models.h"
 
 namespace kvscope {
 namespace {
@@ -251,15 +252,7 @@ class PolicyTest : public ::testing::TestWithParam<std::string> {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir("policies");
-    RandomModelSpec spec;
-    spec.vocab_size = 64;
-    spec.hidden_size = 32;
-    spec.intermediate_size = 48;
-    spec.num_layers = 2;
-    spec.num_heads = 4;
-    spec.num_kv_heads = 2;
-    spec.seed = 11;
-    write_random_model(dir_->path().string(), spec);
+    write_random_model(dir_->path().string(), testing::policy_model_spec(11));
     model_ = new LlamaModel(LlamaModel::load(dir_->path()));
     for (int i = 0; i < 60; ++i) ids_.push_back((i * 29 + 7) % 64);
   }
@@ -459,13 +452,7 @@ TEST(SlidingWindows, FollowTheFixedLengthRecipe) {
 class PplCli : public ::testing::Test {
  protected:
   void SetUp() override {
-    RandomModelSpec spec;
-    spec.vocab_size = 64;
-    spec.hidden_size = 16;
-    spec.intermediate_size = 24;
-    spec.num_heads = 2;
-    spec.num_kv_heads = 1;
-    write_random_model((dir_ / "m").string(), spec);
+    write_random_model((dir_ / "m").string(), testing::cli_model_spec());
     std::ofstream f(dir_ / "ids.txt");
     for (int i = 0; i < 100; ++i) f << (i * 7 % 64) << ' ';
   }

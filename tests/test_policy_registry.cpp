@@ -18,6 +18,7 @@
 #include "model/random_model.h"
 #include "support/cli.h"
 #include "support/test_paths.h"
+#include "support/tiny_models.h"
 
 namespace kvscope {
 namespace {
@@ -71,14 +72,7 @@ std::vector<RunOutput> run_plan(const LlamaModel& model, const SweepPlan& plan, 
 
 TEST(PolicyRegistry, APolicyRegisteredInATestFileJoinsASweep) {
   testing::TempDir dir("registry");
-  RandomModelSpec spec;
-  spec.vocab_size = 64;
-  spec.hidden_size = 32;
-  spec.intermediate_size = 48;
-  spec.num_layers = 2;
-  spec.num_heads = 4;
-  spec.num_kv_heads = 2;
-  write_random_model(dir.path().string(), spec);
+  write_random_model(dir.path().string(), testing::policy_model_spec(1));
   const LlamaModel model = LlamaModel::load(dir.path());
   std::vector<SweepDocument> docs{{{}, "ids"}};
   for (int i = 0; i < 48; ++i) docs[0].ids.push_back((i * 11 + 3) % 64);

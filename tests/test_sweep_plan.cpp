@@ -11,6 +11,7 @@
 #include "model/random_model.h"
 #include "support/cli.h"
 #include "support/test_paths.h"
+#include "support/tiny_models.h"
 
 namespace kvscope {
 namespace {
@@ -119,13 +120,7 @@ TEST(SweepPlan, RatioBudgetsKeepTheirDecimalPoint) {
 // runs of the old input.
 TEST(SweepResume, ReusesOnlyRunsWithTheSameKey) {
   testing::TempDir dir("resume-key");
-  RandomModelSpec spec;
-  spec.vocab_size = 64;
-  spec.hidden_size = 16;
-  spec.intermediate_size = 24;
-  spec.num_heads = 2;
-  spec.num_kv_heads = 1;
-  write_random_model((dir / "m").string(), spec);
+  write_random_model((dir / "m").string(), testing::cli_model_spec());
   auto write_ids = [&](const std::string& name, int mult) {
     std::ofstream f(dir / name);
     for (int i = 0; i < 60; ++i) f << (i * mult % 64) << ' ';

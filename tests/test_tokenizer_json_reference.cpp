@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "model/hf_tokenizer.h"
 #include "model/tokenizer.h"
+#include "support/error_of.h"
 #include "support/test_paths.h"
 
 namespace kvscope {
@@ -136,14 +137,7 @@ TEST_P(TokenizerJsonReference, SameIdsAndTextAsTheJavaScriptImplementation) {
 INSTANTIATE_TEST_SUITE_P(Tokenizers, TokenizerJsonReference, ::testing::Values("llama3", "qwen3", "llama2"),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 // A directory with both files reads tokenizer.json, as AutoTokenizer does.
 TEST(TokenizerJson, WinsOverTokenizerModel) {
