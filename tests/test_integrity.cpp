@@ -11,6 +11,7 @@
 #include <fstream>
 #include <limits>
 #include <thread>
+#include <tuple>
 
 #include "core/error.h"
 #include "io/atomic_output.h"
@@ -136,6 +137,44 @@ TEST_F(Integrity, TokenIdsOutsideTheVocabularyAreRefused) {
   expect_refused({"generate", model.string(), "--max-new", "2"}, "bos_token_id 99999 is outside the vocabulary (vocab_size 4096)");
   std::ofstream(p("words.txt")) << "In the beginning";
   expect_refused({"score", model.string(), "--text", p("words.txt")}, "outside the model's vocabulary (vocab_size 4096)");
+}
+
+// A dump changed after it was written, with h5py (Debian's python3), then read by an analysis.
+TEST_F(Integrity, CraftedDumpsAreRefusedByName) {
+  ASSERT_EQ(testing::run_kvscope({"dump", m(), "--ids", p("ids.txt"), "-o", p("good.h5")}).code, 0);
+  struct Case {
+    std::string python, command, expect;
+  };
+  const std::vector<Case> cases{
+      {"f['documents/0/layers/0/k'][0, 0, 0] = float('inf')", "spectrum", "holds a non-finite value (NaN or Inf)"},
+      {"f['documents/0/layers/1/key_norm'][0, 3] = float('nan')", "l2corr", "holds a non-finite value (NaN or Inf)"},
+      {"f['documents/0/layers/0/attention_received_others'][1, 2] = -0.5", "l2corr", "attention is never negative"},
+      {"f['documents/0/layers/0/query_count'][4] = 0", "l2corr", "every token is seen by at least its own query"},
+      {"f.attrs['num_documents'] = 0", "l2corr", "num_documents is 0"},
+  };
+  int i = 0;
+  for (const Case& c : cases) {
+    const std::string file = p("crafted" + std::to_string(i++) + ".h5");
+    fs::copy_file(p("good.h5"), file);
+    const std::string script = "import h5py\nf = h5py.File('" + file + "', 'r+')\n" + c.python + "\nf.close()\n";
+    std::ofstream(p("craft.py")) << script;
+    ASSERT_EQ(std::system(("/usr/bin/python3 " + p("craft.py")).c_str()), 0) << c.python;
+    expect_refused({c.command, file, "-o", p("out.h5"), "--force"}, c.expect);
+  }
+  expect_refused({"spectrum", p("good.h5"), "-o", p("s.h5"), "--kinds", ""}, "--kinds: no values given");
+  expect_refused({"spectrum", p("good.h5"), "-o", p("s.h5"), "--kinds", "k,k"}, "'k' is given twice");
+  expect_refused({"spectrum", p("good.h5"), "-o", p("s.h5"), "--tokens", "0:99999"}, "reaches past document 0");
+}
+
+TEST_F(Integrity, TrainingOptionsAreRangeChecked) {
+  std::ofstream(p("train.txt")) << "a small training text";
+  for (const auto& [option, value, expect] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"--lr", "nan", "must be a finite number"}, {"--lr", "0", "must be above 0"}, {"--steps", "0", "must be at least 1"},
+           {"--steps", "-3", "must be at least 1"}, {"--batch", "0", "must be at least 1"}, {"--seq-len", "0", "must be at least 2"},
+           {"--min-lr-ratio", "1.5", "at most 1"}}) {
+    expect_refused({"train", "--train", p("train.txt"), "-o", p("trained"), option, value}, expect);
+    EXPECT_FALSE(fs::exists(p("trained"))) << option;
+  }
 }
 
 TEST_F(Integrity, ThreadCountsAreBounded) {
