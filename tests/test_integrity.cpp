@@ -175,6 +175,11 @@ TEST_F(Integrity, TrainingOptionsAreRangeChecked) {
     expect_refused({"train", "--train", p("train.txt"), "-o", p("trained"), option, value}, expect);
     EXPECT_FALSE(fs::exists(p("trained"))) << option;
   }
+  // A vocabulary the text cannot fill: spm_train's own reason, not a question about packages.
+  const auto r = testing::run_kvscope({"train", "--train", p("train.txt"), "-o", p("trained"), "--vocab", "5000", "--steps", "1"});
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("spm_train failed: "), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("installed"), std::string::npos) << r.err;
 }
 
 TEST_F(Integrity, ThreadCountsAreBounded) {
