@@ -99,14 +99,19 @@ Command register_perturb(CLI::App& app) {
             o.positions = positions == "original" ? PositionMode::Original : PositionMode::InCache;
             std::vector<std::string> sources;
             const auto docs = read_documents(model_dir, c, texts, ids, at + steps, &sources);
-            // Said before the decoding starts (the first progress line comes 10 s in when stderr is not a terminal).
-            std::fprintf(stderr, "perturb: %zu document(s), merges at step %lld, %lld steps after, %zu variants\n", docs.size(),
-                         static_cast<long long>(at), static_cast<long long>(steps), o.variants.size());
             Progress progress("perturb", static_cast<int64_t>(docs.size()) * steps, "step");
             std::vector<PerturbDocumentResult> results;
             double decode_seconds = 0, total_seconds = 0;
             for (size_t d = 0; d < docs.size(); ++d) {
-              results.push_back(run_perturbation(model, docs[d], o, [&](int64_t s) { progress.update(static_cast<int64_t>(d) * steps + s); }));
+              results.push_back(run_perturbation(model, docs[d], o, [&](int64_t s) {
+                // Said once the first step is done, so a refused input prints only its error, and
+                // before the first progress line (10 s in when stderr is not a terminal).
+                if (d == 0 && s == 1) {
+                  std::fprintf(stderr, "perturb: %zu document(s), merges at step %lld, %lld steps after, %zu variants\n", docs.size(),
+                               static_cast<long long>(at), static_cast<long long>(steps), o.variants.size());
+                }
+                progress.update(static_cast<int64_t>(d) * steps + s);
+              }));
               decode_seconds += results.back().decode_seconds;
               total_seconds += results.back().total_seconds;
             }
