@@ -165,6 +165,12 @@ PerturbDocumentResult run_perturbation(const LlamaModel& model, const std::vecto
           for (int64_t i = 0; i < ps; ++i) {
             const int64_t p = ppos[i];
             pv[i] = pprob[i];
+            // A slot this head does not hold (a merge in other heads only) is hidden from
+            // attention: probability 0, and a position past every query.
+            if (p < 0 || p > pos) {
+              f_drop[i] = f_add[i] = 0.0;
+              continue;
+            }
             f_drop[i] = by_position[p];
             f_add[i] = by_position[p] + (p == receiver && dropped >= 0 ? by_position[dropped] : 0.0);
           }
