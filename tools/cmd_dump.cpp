@@ -34,9 +34,7 @@ Command register_dump(CLI::App& app) {
   add_runtime_options(cmd, rt);
   return {cmd, [] {
             if (texts.empty() && ids.empty()) fail("no input: pass --text FILE... or --ids FILE...");
-            std::vector<std::string> input_files = texts;
-            input_files.insert(input_files.end(), ids.begin(), ids.end());
-            refuse_output_over_inputs(out, input_files);
+            refuse_output_over_inputs(out, document_files(texts, ids));
             AtomicOutput output(out, force);  // checks the destination before any work
             const LlamaModel model = load_model(model_dir, rt);
             const ModelConfig& c = model.config();

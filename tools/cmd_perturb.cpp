@@ -75,8 +75,7 @@ Command register_perturb(CLI::App& app) {
   cmd->add_flag("--force", force, "overwrite existing outputs");
   add_runtime_options(cmd, rt);
   return {cmd, [] {
-            std::vector<std::string> inputs = texts;
-            inputs.insert(inputs.end(), ids.begin(), ids.end());
+            const std::vector<std::string> inputs = document_files(texts, ids);
             refuse_output_over_inputs(out, inputs);
             AtomicOutput output(out, force);
             const std::string csv_path = sidecar_path(out, ".csv", force);

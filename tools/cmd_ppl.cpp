@@ -92,8 +92,7 @@ Command register_ppl(CLI::App& app) {
   cmd->footer("Policies: " + known_policies_text() + ". Merge weightings: " + known_merge_weightings() + ".");
   return {cmd, [cmd] {
             const std::vector<std::string> given = given_settings(cmd, settings);
-            std::vector<std::string> inputs = texts;
-            inputs.insert(inputs.end(), ids.begin(), ids.end());
+            const std::vector<std::string> inputs = document_files(texts, ids);
             for (const std::string& o : {out, out + ".resume.h5"}) refuse_output_over_inputs(o, inputs);
             AtomicOutput output(out, force);
             const std::string out_path = out, csv_path = sidecar_path(out, ".csv", force), md_path = sidecar_path(out, ".md", force);

@@ -147,6 +147,12 @@ bool same_file(const std::filesystem::path& a, const std::filesystem::path& b) {
 
 }  // namespace
 
+std::vector<std::string> document_files(const std::vector<std::string>& texts, const std::vector<std::string>& ids) {
+  std::vector<std::string> files = texts;
+  files.insert(files.end(), ids.begin(), ids.end());
+  return files;
+}
+
 void refuse_output_over_inputs(const std::string& out, const std::vector<std::string>& inputs) {
   for (const std::string& in : inputs) {
     if (!in.empty() && same_file(out, in)) fail(out, ": is also an input of this command; an output never replaces its input");

@@ -94,11 +94,17 @@ class CachePolicy {
   // near-ties (repeated tokens) differently in the two paths (methods §2.2).
   template <typename Score>
   static int argmin_near(Region r, Score score, double relative = kScoreTolerance) {
+    // Each score once: some (TOVA's) read every query head.
+    std::vector<double> scores;
+    scores.reserve(static_cast<size_t>(std::max(0, r.end - r.begin)));
     double best = std::numeric_limits<double>::infinity();
-    for (int i = r.begin; i < r.end; ++i) best = std::min(best, score(i));
+    for (int i = r.begin; i < r.end; ++i) {
+      scores.push_back(score(i));
+      best = std::min(best, scores.back());
+    }
     const double limit = best + relative * std::abs(best);
-    for (int i = r.begin; i < r.end; ++i)
-      if (score(i) <= limit) return i;
+    for (size_t k = 0; k < scores.size(); ++k)
+      if (scores[k] <= limit) return r.begin + static_cast<int>(k);
     return r.begin;
   }
   // Well above float32 rounding, well below the score differences that decide anything.
