@@ -184,7 +184,7 @@ TEST_F(Integrity, TrainingOptionsAreRangeChecked) {
 
 TEST_F(Integrity, ThreadCountsAreBounded) {
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  expect_refused({"score", m(), "--ids", p("ids.txt"), "--threads", "-1"}, "--threads -1");
+  expect_refused({"score", m(), "--ids", p("ids.txt"), "--threads", "-1"}, "--threads: -1");
   expect_refused({"score", m(), "--ids", p("ids.txt"), "--threads", std::to_string(cores + 1)}, "cores");
   expect_refused({"score", m(), "--ids", p("ids.txt"), "--blas-threads", "100000"}, "cores");
   if (cores >= 2 && cores < 4) {
@@ -202,7 +202,7 @@ TEST_F(Integrity, RandomModelSpecsAreCheckedBeforeAnythingIsWritten) {
   const char* old_tmp = std::getenv("TMPDIR");
   const std::string saved = old_tmp ? old_tmp : "";
   ::setenv("TMPDIR", p("tmp").c_str(), 1);
-  expect_refused({"bench", "--random", "hidden=1099511627776"}, "--spec");
+  expect_refused({"bench", "--random", "hidden=1099511627776"}, "--random hidden");
   if (old_tmp) ::setenv("TMPDIR", saved.c_str(), 1);
   else ::unsetenv("TMPDIR");
   EXPECT_TRUE(fs::is_empty(p("tmp")));

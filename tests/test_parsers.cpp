@@ -247,12 +247,15 @@ TEST(Config, FuzzerFoundInputsAreRefused) {
 }
 
 TEST(Selection, ParsesRangesAndRejectsNonsense) {
-  EXPECT_EQ(parse_selection("0-3,7", 8, "layer"), (std::vector<int>{0, 1, 2, 3, 7}));
-  EXPECT_EQ(parse_selection("all", 3, "layer"), (std::vector<int>{0, 1, 2}));
-  EXPECT_EQ(parse_selection("2,2,1", 3, "head"), (std::vector<int>{1, 2}));
-  for (const char* bad : {"3-1", "8", "a", "1-", "-1", "1,,2", "99999999999"}) {
-    EXPECT_THROW(parse_selection(bad, 8, "layer"), Error) << bad;
+  EXPECT_EQ(parse_selection("0-3,7", 8, "layer", "--layers"), (std::vector<int>{0, 1, 2, 3, 7}));
+  EXPECT_EQ(parse_selection("7, 0-1", 8, "layer", "--layers"), (std::vector<int>{0, 1, 7}));
+  EXPECT_EQ(parse_selection("all", 3, "layer", "--layers"), (std::vector<int>{0, 1, 2}));
+  // Every refusal names the option it came from.
+  for (const char* bad : {"3-1", "8", "a", "1-", "-1", "1,,2", "99999999999", "", " ", "2,2", "0-3,2", "all,1", "1,"}) {
+    const std::string msg = error_of([&] { parse_selection(bad, 8, "layer", "--layers"); });
+    EXPECT_EQ(msg.rfind("--layers", 0), 0u) << "'" << bad << "': " << msg;
   }
+  EXPECT_NE(error_of([] { parse_selection("2,2,1", 3, "head", "--heads"); }).find("head 2 is selected twice"), std::string::npos);
 }
 
 TEST(TokenIds, ReadsDocumentedFormat) {

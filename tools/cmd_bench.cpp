@@ -10,6 +10,7 @@
 
 #include "analysis/svd.h"
 #include "commands.h"
+#include "core/option_values.h"
 #include "common.h"
 #include "core/error.h"
 #include "core/progress.h"
@@ -30,16 +31,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 // "1,4,16,64" -> batch sizes; refused before any model is built or loaded.
 std::vector<int64_t> parse_sweep_batches(const std::string& text) {
   std::vector<int64_t> batches;
-  std::stringstream list(text);
-  for (std::string item; std::getline(list, item, ',');) {
-    try {
-      batches.push_back(std::stoll(item));
-    } catch (...) {
-      batches.push_back(0);
-    }
-    if (batches.back() <= 0) fail("--sweep '", text, "': expected positive batch sizes, e.g. 1,4,16,64");
-  }
-  if (batches.empty()) fail("--sweep '", text, "': expected positive batch sizes, e.g. 1,4,16,64");
+  for (const std::string& item : split_option_list(text, "--sweep")) batches.push_back(parse_whole(item, "--sweep", 1, int64_t{1} << 20));
   return batches;
 }
 
@@ -104,28 +96,45 @@ Command register_bench(CLI::App& app) {
   static int64_t sweep_tokens = 512, sweep_budget = 128;
   cmd->add_option("MODEL_DIR", model_dir, "Hugging Face model directory (or use --random)");
   cmd->add_option("--random", random_spec,
-                  std::string("benchmark a random-weight model: ") + kRandomSpecHelp);
+                  std::string("benchmark a random-weight model: ") + kRandomSpecHelp)
+      ->check(non_empty());
   cmd->add_option("--prefill", prefill, "tokens in the timed prefill")->capture_default_str()->check(at_least(1));
   cmd->add_option("--context", context, "cache length before the timed decode steps")->capture_default_str()->check(at_least(1));
   cmd->add_option("--decode", decode, "timed decode steps")->capture_default_str()->check(at_least(1));
   cmd->add_option("--svd", svd,
                   "instead: time singular values of COUNT matrices ROWS x COLS (ROWS,COLS,COUNT), the spectrum code path; "
                   "entry k = i*COLS + j of matrix b is frac(43758.5453 * sin(12.9898 * k + 78.233 * b)), a full-rank pseudo-random "
-                  "matrix other tools can rebuild exactly");
+                  "matrix other tools can rebuild exactly")
+      ->check(non_empty());
   cmd->add_option("--sweep", sweep,
                   "instead: perplexity-sweep throughput (scored tokens/s over all runs) for each batch size in a comma-separated "
-                  "list, e.g. 1,4,16,64; batch B runs max(B, 8) runs cycling through the eight budgeted policies");
+                  "list, e.g. 1,4,16,64; batch B runs max(B, 8) runs cycling through the eight budgeted policies")
+      ->check(non_empty());
   cmd->add_option("--sweep-tokens", sweep_tokens, "document length of each sweep run")->capture_default_str()->check(at_least(1));
   cmd->add_option("--sweep-budget", sweep_budget, "cache budget of each sweep run")->capture_default_str()->check(at_least(1));
-  cmd->add_option("--repeat", repeat, "repetitions; the best is reported")->capture_default_str()->check(at_least(1));
+  cmd->add_option("--repeat", repeat, "repetitions; the best is reported")->capture_default_str()->check(at_least(1, 1000));
   add_runtime_options(cmd, rt);
-  return {cmd, [] {
+  return {cmd, [cmd] {
+            // Each mode reads only its own options; one given to another mode is refused, not ignored.
+            const auto refuse_unread = [cmd](const std::string& mode, const std::vector<std::string>& options) {
+              for (const auto& option : options)
+                if (cmd->count(option) > 0) fail(option, " is not read by ", mode, "; leave it out");
+            };
             if (!svd.empty()) {
-              int64_t rows = 0, cols = 0, count = 0;
-              if (std::sscanf(svd.c_str(), "%lld,%lld,%lld", reinterpret_cast<long long*>(&rows), reinterpret_cast<long long*>(&cols),
-                              reinterpret_cast<long long*>(&count)) != 3 || rows <= 0 || cols <= 0 || count <= 0) {
-                fail("--svd '", svd, "': expected ROWS,COLS,COUNT, e.g. 4096,128,3072");
-              }
+              refuse_unread("--svd", {"MODEL_DIR", "--random", "--prefill", "--context", "--decode", "--sweep", "--sweep-tokens",
+                                      "--sweep-budget", "--repeat", "--device", "--dtype", "--threads", "--blas-threads"});
+            } else if (!sweep.empty()) {
+              refuse_unread("--sweep", {"--prefill", "--context", "--decode"});
+            } else {
+              refuse_unread("a decode benchmark (without --sweep)", {"--sweep-tokens", "--sweep-budget"});
+            }
+            if (!svd.empty()) {
+              std::vector<int64_t> shape;
+              std::stringstream items(svd);
+              for (std::string item; std::getline(items, item, ',');) shape.push_back(parse_whole(item, "--svd", 1, int64_t{1} << 20));
+              if (shape.size() != 3 || svd.back() == ',') fail("--svd '", svd, "': expected ROWS,COLS,COUNT, e.g. 4096,128,3072");
+              const int64_t rows = shape[0], cols = shape[1], count = shape[2];
+              if (rows * cols > (int64_t{1} << 28)) fail("--svd '", svd, "': ROWS x COLS above 2^28 entries (2 GiB per matrix)");
               double checksum = 0;
               std::vector<double> first(std::min(rows, cols));
               const auto t0 = std::chrono::steady_clock::now();
@@ -160,7 +169,7 @@ Command register_bench(CLI::App& app) {
               ~Cleanup() { if (!p.empty()) { std::error_code ec; std::filesystem::remove_all(p, ec); } }
             } cleanup;
             if (dir.empty()) {
-              const RandomModelSpec spec = parse_random_model_spec(random_spec);
+              const RandomModelSpec spec = parse_random_model_spec(random_spec, "--random");
               const std::filesystem::path tmp = std::filesystem::temp_directory_path() / ("kvscope-bench-" + std::to_string(::getpid()));
               check_random_model_spec(spec, tmp.string());
               cleanup.p = tmp;

@@ -24,7 +24,7 @@ Command register_dump(CLI::App& app) {
   cmd->add_option("-o,--out", out, "output .h5 file (written atomically)")->required();
   cmd->add_option("--max-tokens", max_tokens, "truncate each document to N tokens (0 = all)")->check(at_least(0));
   cmd->add_option("--layers", layers, "layers to dump, e.g. 0-3,7 or all")->capture_default_str();
-  cmd->add_option("--attention-layers", attention_layers, "layers with full attention (default: --layers)");
+  cmd->add_option("--attention-layers", attention_layers, "layers with full attention (default: --layers)")->check(non_empty());
   cmd->add_option("--heads", heads, "query heads with full attention, e.g. 0-3 or all")->capture_default_str();
   cmd->add_option("--attention", attention, "none | summary | full")->capture_default_str()->check(CLI::IsMember({"none", "summary", "full"}));
   cmd->add_flag("--queries", queries, "also store q (after RoPE)");
@@ -39,9 +39,9 @@ Command register_dump(CLI::App& app) {
             const LlamaModel model = load_model(model_dir, rt);
             const ModelConfig& c = model.config();
             DumpOptions o;
-            o.layers = parse_selection(layers, static_cast<int>(c.num_layers), "layer");
-            o.heads = parse_selection(heads, static_cast<int>(c.num_heads), "head");
-            o.full_attention_layers = attention_layers.empty() ? o.layers : parse_selection(attention_layers, static_cast<int>(c.num_layers), "layer");
+            o.layers = parse_selection(layers, static_cast<int>(c.num_layers), "layer", "--layers");
+            o.heads = parse_selection(heads, static_cast<int>(c.num_heads), "head", "--heads");
+            o.full_attention_layers = attention_layers.empty() ? o.layers : parse_selection(attention_layers, static_cast<int>(c.num_layers), "layer", "--attention-layers");
             for (int l : o.full_attention_layers) {
               if (std::find(o.layers.begin(), o.layers.end(), l) == o.layers.end()) fail("--attention-layers: layer ", l, " is not in --layers");
             }

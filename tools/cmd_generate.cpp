@@ -24,21 +24,19 @@ Command register_generate(CLI::App& app) {
   auto* p = cmd->add_option("--prompt", prompt, "prompt text (default: BOS only)");
   add_input_options(cmd, input);
   p->excludes("--text")->excludes("--ids");
-  // Ranges are checked in the runner, not by CLI11: its range checks let NaN through (every
-  // comparison with NaN is false) and print the bounds as 300-digit numbers.
-  cmd->add_option("-n,--max-new", max_new, "tokens to generate (at least 1)")->capture_default_str();
+  // Real ranges are checked in the runner, not by CLI11: its range checks let NaN through
+  // (every comparison with NaN is false) and print the bounds as 300-digit numbers.
+  cmd->add_option("-n,--max-new", max_new, "tokens to generate (at least 1)")->capture_default_str()->check(at_least(1));
   cmd->add_option("--temperature", sampling.temperature, "finite, >= 0; 0 = greedy")->capture_default_str();
-  cmd->add_option("--top-k", sampling.top_k, "sample among the k most likely (0 = all)")->capture_default_str();
+  cmd->add_option("--top-k", sampling.top_k, "sample among the k most likely (0 = all)")->capture_default_str()->check(at_least(0));
   cmd->add_option("--top-p", sampling.top_p, "nucleus sampling mass, in (0, 1]")->capture_default_str();
-  cmd->add_option("--seed", seed, "sampling seed")->capture_default_str();
+  cmd->add_option("--seed", seed, "sampling seed")->capture_default_str()->check(seed_value());
   cmd->add_flag("--print-ids", print_ids, "also print the generated token ids");
   cmd->add_flag("!--no-stop", stop_at_eos, "keep generating past the EOS token");
   add_runtime_options(cmd, rt);
   return {cmd, [] {
-            if (max_new < 1) fail("--max-new ", max_new, ": expected at least 1 token");
             if (!std::isfinite(sampling.temperature) || sampling.temperature < 0)
               fail("--temperature ", sampling.temperature, ": expected a finite number >= 0 (0 = greedy)");
-            if (sampling.top_k < 0) fail("--top-k ", sampling.top_k, ": expected 0 (no limit) or a positive count");
             if (!(sampling.top_p > 0 && sampling.top_p <= 1)) fail("--top-p ", sampling.top_p, ": expected a probability mass in (0, 1]");
             const LlamaModel model = load_model(model_dir, rt);
             const ModelConfig& c = model.config();

@@ -19,7 +19,7 @@ Command register_l2corr(CLI::App& app) {
   cmd->add_option("DUMP", dump_path, "a file written by kvscope dump (with attention summaries)")->required();
   cmd->add_option("-o,--out", out, "output .h5 (a CSV is written beside it)")->required();
   cmd->add_flag("--include-self", include_self, "count a key's own query in its mean attention (default: later queries only)");
-  cmd->add_option("--seed", seed, "seed of the random-eviction curve")->capture_default_str();
+  cmd->add_option("--seed", seed, "seed of the random-eviction curve")->capture_default_str()->check(seed_value());
   cmd->add_option("--ratio-steps", steps, "compression ratios 0, 1/N, ..., (N-1)/N")->capture_default_str()->check(CLI::Range(2, 10000));
   cmd->add_flag("--force", force, "overwrite existing outputs");
   return {cmd, [] {

@@ -9,6 +9,7 @@
 #include "core/progress.h"
 #include "core/selection.h"
 #include "eval/perturb.h"
+#include "eval/sweep_plan.h"
 #include "io/atomic_output.h"
 #include "io/h5.h"
 #include "io/provenance.h"
@@ -52,6 +53,8 @@ void write_vec(const h5::Group& g, const std::string& name, const std::vector<do
 
 }  // namespace
 
+constexpr int64_t kMaxPerturbSteps = int64_t{1} << 40;
+
 Command register_perturb(CLI::App& app) {
   auto* cmd = app.add_subcommand("perturb", "How much one WeightedKV merge (per weighting) or eviction disturbs later attention");
   static std::string model_dir, out, variants = "avg-attention,acc-attention,uniform,current-softmax,evict", layers = "all",
@@ -63,13 +66,14 @@ Command register_perturb(CLI::App& app) {
   cmd->add_option("MODEL_DIR", model_dir, "Hugging Face model directory")->required();
   add_document_options(cmd, texts, ids);
   cmd->add_option("-o,--out", out, "output .h5 (a CSV summary is written beside it)")->required();
-  cmd->add_option("--at", at, "decode step at which the merge happens")->capture_default_str();
-  cmd->add_option("--steps", steps, "steps to follow after the merge")->capture_default_str();
+  // Bounded so that --at + --steps cannot overflow before it is checked against the document.
+  cmd->add_option("--at", at, "decode step at which the merge happens")->capture_default_str()->check(at_least(2, kMaxPerturbSteps));
+  cmd->add_option("--steps", steps, "steps to follow after the merge")->capture_default_str()->check(at_least(1, kMaxPerturbSteps));
   cmd->add_option("--weighting", variants, "comma-separated merge weightings, plus evict (drop the value) and none (control)")
       ->capture_default_str();
   cmd->add_option("--layers", layers, "layers to merge in and record, e.g. 0-3")->capture_default_str();
   cmd->add_option("--heads", heads, "KV heads to merge in, e.g. 0,1")->capture_default_str();
-  cmd->add_option("--sinks", sinks, "leading tokens never merged")->capture_default_str();
+  cmd->add_option("--sinks", sinks, "leading tokens never merged")->capture_default_str()->check(at_least(0, kMaxPerturbSteps));
   cmd->add_option("--receiver", receiver, "right (paper), left, similar")->capture_default_str();
   cmd->add_option("--positions", positions, "original or in-cache")->capture_default_str()->check(CLI::IsMember({"original", "in-cache"}));
   cmd->add_flag("--force", force, "overwrite existing outputs");
@@ -86,13 +90,12 @@ Command register_perturb(CLI::App& app) {
             o.at = at;
             o.steps = steps;
             o.variants.clear();
-            for (const std::string& v : split_list(variants)) {
+            for (const std::string& v : split_setting_list(variants, "weighting")) {
               if (v != "evict" && v != "none") make_merge_weighting(v);  // unknown names fail here, listing the known ones
               o.variants.push_back(v);
             }
-            if (o.variants.empty()) fail("--weighting: nothing to compare");
-            o.layers = parse_selection(layers, static_cast<int>(c.num_layers), "layer");
-            o.kv_heads = parse_selection(heads, static_cast<int>(c.num_kv_heads), "KV head");
+            o.layers = parse_selection(layers, static_cast<int>(c.num_layers), "layer", "--layers");
+            o.kv_heads = parse_selection(heads, static_cast<int>(c.num_kv_heads), "KV head", "--heads");
             o.sinks = sinks;
             o.receiver = parse_merge_receiver(receiver);
             o.positions = positions == "original" ? PositionMode::Original : PositionMode::InCache;

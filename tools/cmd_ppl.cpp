@@ -85,7 +85,7 @@ Command register_ppl(CLI::App& app) {
                   "runs decoded together in one forward step (default: all runs up to 32, within --max-memory); "
                   "per-token results are identical for every batch size on CPU in float32")
       ->check(at_least(1));
-  cmd->add_option("--max-memory", max_memory, "memory the sweep may use, e.g. 8G (default: 90% of the free memory)");
+  cmd->add_option("--max-memory", max_memory, "memory the sweep may use, e.g. 8G (default: 90% of the free memory)")->check(non_empty());
   cmd->add_flag("--resume", resume, "continue an interrupted sweep from OUT.resume.h5, reusing the runs it finished with the same key");
   cmd->add_flag("--force", force, "overwrite existing outputs");
   add_runtime_options(cmd, rt);

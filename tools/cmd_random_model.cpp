@@ -12,12 +12,12 @@ Command register_random_model(CLI::App& app) {
   static std::string out_dir, spec;
   static bool force = false;
   cmd->add_option("OUT_DIR", out_dir, "directory to create (config.json, model.safetensors)")->required();
-  cmd->add_option("--spec", spec, kRandomSpecHelp);
+  cmd->add_option("--spec", spec, kRandomSpecHelp)->check(non_empty());
   cmd->add_flag("--force", force, "write into an existing directory");
   return {cmd, [] {
             std::error_code ec;
             if (std::filesystem::exists(out_dir, ec) && !force) fail(out_dir, ": already exists; pass --force to overwrite");
-            const RandomModelSpec s = parse_random_model_spec(spec);
+            const RandomModelSpec s = parse_random_model_spec(spec, "--spec");
             write_random_model(out_dir, s);
             std::printf("wrote %s (%lld layers, hidden %lld, %lld/%lld heads, vocab %lld)\n", out_dir.c_str(),
                         static_cast<long long>(s.num_layers), static_cast<long long>(s.hidden_size),

@@ -3,6 +3,7 @@
 
 #include "analysis/spectrum.h"
 #include "commands.h"
+#include "core/option_values.h"
 #include "eval/sweep_plan.h"
 #include "common.h"
 #include "core/error.h"
@@ -21,11 +22,11 @@ Command register_spectrum(CLI::App& app) {
   cmd->add_option("-o,--out", out, "output .h5 (a CSV is written beside it)")->required();
   cmd->add_option("--kinds", kinds, "matrices: any of k_pre_rope, k, v")->capture_default_str();
   cmd->add_flag("--center", center, "subtract each column's mean before the SVD (default: off)");
-  cmd->add_option("--tokens", tokens, "token range BEGIN:END (default: all)");
+  cmd->add_option("--tokens", tokens, "token range BEGIN:END (default: all)")->check(non_empty());
   cmd->add_flag("--float", single, "single-precision SVD (sgesdd) instead of double");
   cmd->add_flag("--no-layer-matrix", no_layer, "skip the per-layer matrix with all heads side by side");
   cmd->add_flag("--no-head-matrices", no_head, "skip the per-head matrices");
-  cmd->add_option("--threads", threads, "parallel SVDs (0 = all cores)");
+  cmd->add_option("--threads", threads, "parallel SVDs (0 = all cores)")->check(thread_count());
   cmd->add_flag("--force", force, "overwrite existing outputs");
   return {cmd, [] {
             AtomicOutput output(out, force);
@@ -41,13 +42,9 @@ Command register_spectrum(CLI::App& app) {
             o.threads = threads;
             if (!tokens.empty()) {
               const size_t colon = tokens.find(':');
-              try {
-                if (colon == std::string::npos) throw 0;
-                o.token_begin = colon == 0 ? 0 : std::stoll(tokens.substr(0, colon));
-                o.token_end = colon + 1 == tokens.size() ? -1 : std::stoll(tokens.substr(colon + 1));
-              } catch (...) {
-                fail("--tokens '", tokens, "': expected BEGIN:END, e.g. 0:1024");
-              }
+              if (colon == std::string::npos) fail("--tokens '", tokens, "': expected BEGIN:END, e.g. 0:1024");
+              o.token_begin = colon == 0 ? 0 : parse_whole(tokens.substr(0, colon), "--tokens BEGIN", 0);
+              o.token_end = colon + 1 == tokens.size() ? -1 : parse_whole(tokens.substr(colon + 1), "--tokens END", 0);
               if (o.token_begin < 0 || (o.token_end >= 0 && o.token_end <= o.token_begin)) fail("--tokens '", tokens, "': empty or negative range");
             }
             Progress progress("spectrum", static_cast<int64_t>(dump.documents().size() * dump.layers().size()), "layer");

@@ -39,13 +39,13 @@ Command register_train(CLI::App& app) {
   cmd->add_option("--log-every", o.log_every, "steps between progress lines (0 = every 10 s)")->check(at_least(0));
   cmd->add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints")->capture_default_str()->check(at_least(1));
   cmd->add_option("--time-limit", o.time_limit_minutes, "stop after this many minutes, saving everything (0 = none)")->check(finite_in(0, true, 1e9));
-  cmd->add_option("--seed", o.seed, "initialisation and data-order seed")->capture_default_str();
+  cmd->add_option("--seed", o.seed, "initialisation and data-order seed")->capture_default_str()->check(seed_value());
   cmd->add_option("--store-dtype", o.stored_dtype, "dtype of model.safetensors")->capture_default_str()
       ->check(CLI::IsMember({"bfloat16", "float16", "float32"}));
   cmd->add_flag("--resume", o.resume, "continue from OUT/checkpoint.safetensors");
   cmd->add_flag("--force", force, "write into an existing directory without --resume");
-  cmd->add_option("--threads", threads, "LibTorch threads (0 = default)");
-  cmd->add_option("--blas-threads", blas_threads, "OpenBLAS threads (0 = default)");
+  cmd->add_option("--threads", threads, "LibTorch threads (0 = default)")->check(thread_count());
+  cmd->add_option("--blas-threads", blas_threads, "OpenBLAS threads (0 = default)")->check(thread_count());
   return {cmd, [] {
             std::error_code ec;
             if (std::filesystem::exists(std::filesystem::path(o.out_dir) / "config.json", ec) && !o.resume && !force) {

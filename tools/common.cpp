@@ -1,13 +1,17 @@
 #include "common.h"
 
 #include "core/error.h"
+#include "core/option_values.h"
 #include "core/threads.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "io/atomic_output.h"
 #include "io/input_file.h"
@@ -21,8 +25,9 @@ void add_runtime_options(CLI::App* cmd, RuntimeOptions& o) {
   cmd->add_option("--device", o.device, "cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--dtype", o.dtype, "compute dtype: float32, bfloat16, float16 (softmax, norms and the residual stream stay fp32)")
       ->capture_default_str();
-  cmd->add_option("--threads", o.threads, "LibTorch threads (0 = default: 1 on up to 4 cores)");
-  cmd->add_option("--blas-threads", o.blas_threads, "OpenBLAS threads (0 = default: all cores on up to 4 cores)");
+  cmd->add_option("--threads", o.threads, "LibTorch threads (0 = default: 1 on up to 4 cores)")->check(thread_count());
+  cmd->add_option("--blas-threads", o.blas_threads, "OpenBLAS threads (0 = default: all cores on up to 4 cores)")
+      ->check(thread_count());
 }
 
 LlamaModel load_model(const std::string& model_dir, const RuntimeOptions& o) {
@@ -77,7 +82,7 @@ TokenInput read_input(const std::string& model_dir, const ModelConfig& config, c
   return in;
 }
 
-RandomModelSpec parse_random_model_spec(const std::string& text) {
+RandomModelSpec parse_random_model_spec(const std::string& text, const std::string& option) {
   RandomModelSpec s;
   s.vocab_size = 32000;
   s.hidden_size = 512;
@@ -86,20 +91,17 @@ RandomModelSpec parse_random_model_spec(const std::string& text) {
   s.num_heads = 8;
   s.num_kv_heads = 2;
   s.max_position_embeddings = 4096;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    if (item.empty()) continue;
+  if (text.empty()) return s;  // option not given; an explicit "" is refused by its validator
+  std::vector<std::string> keys;
+  for (const std::string& item : split_option_list(text, option)) {
     const size_t eq = item.find('=');
-    if (eq == std::string::npos) fail("--random: '", item, "' is not key=value");
+    if (eq == std::string::npos) fail(option, ": '", item, "' is not key=value");
     const std::string key = item.substr(0, eq);
-    int64_t value = 0;
-    try {
-      value = std::stoll(item.substr(eq + 1));
-    } catch (...) {
-      fail("--random: '", item, "' needs an integer value");
-    }
-    if (value <= 0) fail("--random: ", key, " must be positive");
+    if (std::find(keys.begin(), keys.end(), key) != keys.end()) fail(option, ": ", key, " is given twice");
+    keys.push_back(key);
+    const std::string what = option + " " + key;
+    // Sizes stay far below what would overflow the tensor shapes built from them.
+    const int64_t value = parse_whole(item.substr(eq + 1), what, key == "seed" ? 0 : 1, key == "seed" ? INT64_MAX : int64_t{1} << 24);
     if (key == "layers") s.num_layers = value;
     else if (key == "hidden") s.hidden_size = value;
     else if (key == "mlp") s.intermediate_size = value;
@@ -108,7 +110,7 @@ RandomModelSpec parse_random_model_spec(const std::string& text) {
     else if (key == "vocab") s.vocab_size = value;
     else if (key == "context") s.max_position_embeddings = value;
     else if (key == "seed") s.seed = static_cast<uint64_t>(value);
-    else fail("--random: unknown key '", key, "' (known: layers, hidden, mlp, heads, kv_heads, vocab, context, seed)");
+    else fail(option, ": unknown key '", key, "' (known: layers, hidden, mlp, heads, kv_heads, vocab, context, seed)");
   }
   return s;
 }
@@ -211,18 +213,6 @@ void set_command_line(int argc, char** argv) {
   g_command_line = s;
 }
 
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i <= text.size()) {
-    size_t j = text.find(',', i);
-    if (j == std::string::npos) j = text.size();
-    if (j > i) out.push_back(text.substr(i, j - i));
-    i = j + 1;
-  }
-  return out;
-}
-
 int64_t parse_byte_size(const std::string& text, const std::string& option) {
   size_t used = 0;
   double value = -1;
@@ -245,17 +235,61 @@ int64_t parse_byte_size(const std::string& text, const std::string& option) {
   return static_cast<int64_t>(value * scale);
 }
 
-CLI::Validator at_least(int64_t min) {
+CLI::Validator at_least(int64_t min, int64_t max) {
   return CLI::Validator(
-      [min](std::string& text) -> std::string {
+      [min, max](std::string& text) -> std::string {
+        long long v = 0;
         try {
           size_t used = 0;
-          const long long v = std::stoll(text, &used);
+          v = std::stoll(text, &used);
           if (used != text.size()) throw std::invalid_argument(text);
-          if (v < min) return concat(text, " is not allowed: must be at least ", min);
+        } catch (const std::out_of_range&) {
+          return concat(text, " is not allowed: must be at most ", max);
         } catch (const std::exception&) {
           return concat("'", text, "': expected a whole number");
         }
+        if (v < min) return concat(text, " is not allowed: must be at least ", min);
+        if (v > max) return concat(text, " is not allowed: must be at most ", max);
+        return std::string();
+      },
+      "", "");
+}
+
+CLI::Validator seed_value() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        // stoull accepts "-1" and wraps it to 2^64 - 1; a seed is digits only.
+        const bool digits = !text.empty() && text.size() <= 20 &&
+                            std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c); });
+        if (!digits) return concat("'", text, "': expected a whole number from 0 to 18446744073709551615");
+        try {
+          (void)std::stoull(text);
+        } catch (const std::exception&) {
+          return concat(text, " is not allowed: must be at most 18446744073709551615");
+        }
+        return std::string();
+      },
+      "", "");
+}
+
+CLI::Validator thread_count() {
+  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+  return CLI::Validator(
+      [cores](std::string& text) -> std::string {
+        std::string check = text;
+        const std::string whole = at_least(0)(check);
+        if (!whole.empty()) return whole;
+        if (std::stoll(text) > cores)
+          return concat(text, " is not allowed: this machine has ", cores, " cores; more threads than cores only wait on each other");
+        return std::string();
+      },
+      "", "");
+}
+
+CLI::Validator non_empty() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        if (text.find_first_not_of(" \t") == std::string::npos) return "an empty value (leave the option out for its default)";
         return std::string();
       },
       "", "");

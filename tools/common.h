@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -53,7 +54,7 @@ std::vector<std::vector<int64_t>> read_documents(const std::string& model_dir, c
 
 // "layers=8,hidden=512,..." over a 30M-parameter default (8 layers, hidden 512, mlp 1376,
 // 8 heads / 2 KV heads, vocab 32000, context 4096).
-RandomModelSpec parse_random_model_spec(const std::string& text);
+RandomModelSpec parse_random_model_spec(const std::string& text, const std::string& option);
 inline const char* kRandomSpecHelp =
     "key=value list over layers, hidden, mlp, heads, kv_heads, vocab, context, seed "
     "(default layers=8,hidden=512,mlp=1376,heads=8,kv_heads=2,vocab=32000,context=4096)";
@@ -72,15 +73,20 @@ void write_text_file(const std::string& path, const std::string& text);
 // on corrupt files): KVSCOPE_READ_TIMEOUT, default 60.
 unsigned read_timeout_seconds();
 
-// "a,b,,c" -> {"a", "b", "c"}: comma-separated option values, empty items skipped.
-std::vector<std::string> split_list(const std::string& text);
-
 // "512M", "8G", "1.5GiB", "1000000" (bytes) -> bytes; a clear error otherwise.
 int64_t parse_byte_size(const std::string& text, const std::string& option);
 
 // An integer option's check in kvscope's words ("must be at least MIN", "expected a whole
 // number") instead of CLI11's floating-point range text.
-CLI::Validator at_least(int64_t min);
+// `max` bounds values that are representable but absurd (a thread count of a million).
+CLI::Validator at_least(int64_t min, int64_t max = std::numeric_limits<int64_t>::max());
+// A seed: any whole number in [0, 2^64 - 1]; a negative one is refused, not wrapped.
+CLI::Validator seed_value();
+// A text option given explicitly must say something: "" is refused, not read as the default.
+CLI::Validator non_empty();
+// A thread count: 0 (the measured default) up to this machine's cores; more threads than
+// cores only wait on each other.
+CLI::Validator thread_count();
 // A real-valued option: finite, above `low` (or equal to it when `low_allowed`), at most `high`.
 CLI::Validator finite_in(double low, bool low_allowed, double high);
 

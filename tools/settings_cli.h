@@ -21,10 +21,14 @@ void add_setting_options(CLI::App* cmd, Settings& settings) {
       cmd->add_flag(flag, value, info.help);
     } else {
       CLI::Option* opt = cmd->add_option(flag, value, info.help)->capture_default_str();
-      if constexpr (std::is_integral_v<T>) {
+      if constexpr (std::is_unsigned_v<T>) {
+        opt->check(seed_value());
+      } else if constexpr (std::is_integral_v<T>) {
         opt->check(at_least(info.min));
       } else if (!info.choices.empty()) {
         opt->check(CLI::IsMember(info.choices));
+      } else {
+        opt->check(non_empty());
       }
     }
   });

@@ -88,7 +88,7 @@ std::vector<SpectrumSummaryRow> run_spectrum(const DumpReader& dump, const Spect
                                              const std::function<void(int64_t, int64_t)>& progress) {
   if (o.kinds.empty()) fail("--kinds: no matrix kinds given (known: k_pre_rope, k, v)");
   for (const auto& k : o.kinds) {
-    if (k != "k_pre_rope" && k != "k" && k != "v") fail("unknown matrix kind '", k, "' (known: k_pre_rope, k, v)");
+    if (k != "k_pre_rope" && k != "k" && k != "v") fail("--kinds: unknown matrix kind '", k, "' (known: k_pre_rope, k, v)");
   }
   // A range past a document's end would be cut silently: refuse it instead.
   for (size_t d = 0; d < dump.documents().size(); ++d) {

@@ -26,7 +26,7 @@ std::string known_merge_weightings() {
 
 std::unique_ptr<MergeWeighting> make_merge_weighting(const std::string& name) {
   const auto it = merge_weighting_registry().find(name);
-  if (it == merge_weighting_registry().end()) fail("unknown merge weighting '", name, "' (known: ", known_merge_weightings(), ")");
+  if (it == merge_weighting_registry().end()) fail("--weighting: unknown merge weighting '", name, "' (known: ", known_merge_weightings(), ")");
   return it->second.make();
 }
 
@@ -34,7 +34,7 @@ MergeReceiver parse_merge_receiver(const std::string& name) {
   if (name == "right") return MergeReceiver::Right;
   if (name == "left") return MergeReceiver::Left;
   if (name == "similar") return MergeReceiver::MostSimilarKey;
-  fail("unknown merge receiver '", name, "' (known: right, left, similar)");
+  fail("--receiver: unknown merge receiver '", name, "' (known: right, left, similar)");
 }
 
 const char* merge_receiver_name(MergeReceiver r) {

@@ -40,7 +40,7 @@ std::string known_policies_text() {
 
 const PolicyInfo& policy_info(const std::string& name) {
   const auto it = registry().find(name);
-  if (it == registry().end()) fail("unknown policy '", name, "' (known: ", known_policies_text(), ")");
+  if (it == registry().end()) fail("--policy: unknown policy '", name, "' (known: ", known_policies_text(), ")");
   return it->second;
 }
 
@@ -66,18 +66,19 @@ PolicyOptions resolve_policy_options(const std::string& name, const PolicyOption
     o.recent = 0;
     return o;
   }
-  if (o.budget <= 0) fail("cache budget must be positive, got ", o.budget);
+  if (o.budget <= 0) fail("--budget must be positive, got ", o.budget);
   if (o.sinks < 0) fail("--sinks must be non-negative, got ", o.sinks);
-  if (o.sinks > o.budget) fail("policy ", name, ": --sinks ", o.sinks, " exceed the budget of ", o.budget, " tokens");
+  if (o.sinks > o.budget) fail("policy ", name, ": --sinks ", o.sinks, " exceed the budget (--budget ", o.budget, " tokens)");
   if (o.recent < 0 || !(t.options & kReadsRecent)) {
     o.recent = t.recent_default == RecentDefault::AllButSinks ? o.budget - o.sinks : std::max<int64_t>(0, o.budget / 2 - o.sinks);
   }
   if (o.sinks + o.recent > o.budget) {
-    fail("policy ", name, ": sinks (", o.sinks, ") + recent (", o.recent, ") exceed the budget (", o.budget, ")");
+    fail("policy ", name, ": --sinks ", o.sinks, " + --recent ", o.recent, " exceed the budget (--budget ", o.budget, ")");
   }
   // Over budget by one token, the middle region [sinks, n - recent) must hold a candidate.
   if (o.sinks + std::max(o.recent, t.min_recent) > o.budget) {
-    fail("policy ", name, ": needs at least one middle token (sinks + max(recent, ", t.min_recent, ") <= budget)");
+    fail("policy ", name, ": needs at least one middle token (--sinks ", o.sinks, " + max(--recent, ", t.min_recent,
+         ") <= --budget ", o.budget, ")");
   }
   if ((t.options & kReadsCamMerge) && o.cam_merge_count < 1) fail("--cam-merge must be at least 1, got ", o.cam_merge_count);
   if (t.options & kReadsWeighting) make_merge_weighting(o.weighting);  // unknown names fail here, before any decoding

@@ -8,6 +8,7 @@
 
 #include "cache/policy_registry.h"
 #include "core/error.h"
+#include "core/host_memory.h"
 #include "eval/document_run.h"
 #include "model/llama.h"
 
@@ -49,33 +50,6 @@ void run_sweep(const LlamaModel& model, const std::vector<SweepRun>& runs, int64
 namespace {
 
 int64_t tensor_bytes(const at::Tensor& t) { return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : 0; }
-
-int64_t read_first_number(const std::string& path, const std::string& key) {
-  std::ifstream in(path);
-  std::string word;
-  while (in >> word) {
-    if (key.empty() || word == key) {
-      std::string value = key.empty() ? word : "";
-      if (!key.empty()) in >> value;
-      try {
-        return std::stoll(value);
-      } catch (...) {
-        return -1;  // "max" in a cgroup file: no limit
-      }
-    }
-  }
-  return -1;
-}
-
-// MemAvailable, lowered to the cgroup's remaining allowance when the process is limited.
-int64_t available_host_bytes() {
-  int64_t avail = read_first_number("/proc/meminfo", "MemAvailable:");
-  if (avail > 0) avail *= 1024;
-  const int64_t limit = read_first_number("/sys/fs/cgroup/memory.max", "");
-  const int64_t used = read_first_number("/sys/fs/cgroup/memory.current", "");
-  if (limit > 0 && used >= 0) avail = avail > 0 ? std::min(avail, limit - used) : limit - used;
-  return avail;
-}
 
 }  // namespace
 

@@ -7,6 +7,7 @@
 
 #include "cache/policy_registry.h"
 #include "core/error.h"
+#include "core/option_values.h"
 #include "core/selection.h"
 
 namespace kvscope {
@@ -45,19 +46,7 @@ unsigned options_read(const std::vector<std::string>& policies) {
 std::string hash_ids(const std::vector<int64_t>& ids) { return hex64(fnv1a(ids.data(), ids.size() * sizeof(int64_t))); }
 
 std::vector<std::string> split_setting_list(const std::string& text, const std::string& option) {
-  std::vector<std::string> items;
-  std::string cur;
-  std::istringstream in(text);
-  while (std::getline(in, cur, ',')) {
-    if (cur.empty()) fail("--", option, " '", text, "': an empty item (two commas, or a comma at an end)");
-    if (std::find(items.begin(), items.end(), cur) != items.end()) {
-      fail("--", option, " '", text, "': '", cur, "' is given twice (each value is one run; give it once)");
-    }
-    items.push_back(cur);
-  }
-  if (!text.empty() && text.back() == ',') fail("--", option, " '", text, "': an empty item (two commas, or a comma at an end)");
-  if (items.empty()) fail("--", option, ": no values given");
-  return items;
+  return split_option_list(text, "--" + option);
 }
 
 SweepPlan plan_sweep(const SweepSettings& given_settings, const std::vector<SweepDocument>& documents, int num_layers,
@@ -110,7 +99,7 @@ SweepPlan plan_sweep(const SweepSettings& given_settings, const std::vector<Swee
   base.options.cam_merge_count = s.cam_merge;
   base.options.receiver = parse_merge_receiver(s.receiver);
   base.options.neighbour_in_middle = s.neighbour_in_middle;
-  if (!s.skip_layers.empty()) base.options.skip_layers = parse_selection(s.skip_layers, num_layers, "layer");
+  if (!s.skip_layers.empty()) base.options.skip_layers = parse_selection(s.skip_layers, num_layers, "layer", "--skip-layers");
   base.prefill = !s.no_prefill;
   base.prefill_chunk = s.prefill_chunk;
   base.log_perturbation = s.log_perturbation;

@@ -5,6 +5,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "core/host_memory.h"
 #include "io/atomic_output.h"
 #include "io/safetensors_writer.h"
 #include "model/config.h"
@@ -64,19 +65,6 @@ std::vector<std::pair<std::string, at::Tensor>> random_model_tensors(const Rando
 
 namespace {
 
-int64_t mem_available_bytes() {
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  int64_t kb = -1;
-  while (in >> key) {
-    if (key == "MemAvailable:") {
-      in >> kb;
-      return kb * 1024;
-    }
-  }
-  return -1;
-}
-
 // Free bytes on the file system that will hold `dir` (its nearest existing ancestor).
 int64_t free_disk_bytes(std::filesystem::path dir) {
   std::error_code ec;
@@ -97,7 +85,7 @@ void check_random_model_spec(const RandomModelSpec& s, const std::string& dir) {
   const double per_layer = 2 * D + 2 * q * D + 2 * kv * D + 3 * I * D + (s.attention_bias ? q + 2 * kv : 0);
   const double params = V * D + static_cast<double>(s.num_layers) * per_layer + D + (s.tie_word_embeddings ? 0 : V * D);
   const double bytes = 4 * params;  // float32
-  const int64_t disk = free_disk_bytes(dir), memory = mem_available_bytes();
+  const int64_t disk = free_disk_bytes(dir), memory = available_host_bytes();
   // The tensors are generated in memory before they are written: about twice their size at the peak.
   if (memory >= 0 && 2 * bytes > static_cast<double>(memory)) {
     fail("--spec: ", params / 1e6, " M parameters need about ", 2 * bytes / (1 << 30), " GiB of memory to generate; ",

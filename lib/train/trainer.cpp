@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/host_memory.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
 #include "model/config.h"
@@ -181,6 +182,28 @@ void save_checkpoint(const fs::path& dir, Params& p, const AdamState& s, int64_t
                      {"rng_draws", std::to_string(rng_draws)}});
 }
 
+// Refuses, before anything is written, a shape whose training state cannot fit in memory: a
+// typo such as --hidden 1000000 would otherwise end in an allocation failure minutes in, or
+// in the kernel's OOM killer. Counted in float32: weights, gradients and AdamW's two moments
+// (4 copies), plus the activations kept for the backward pass, about (12 D + 3 I) per token
+// and layer and the logits (V) per token, and the attention matrices (heads x seq_len) per
+// token and layer.
+void check_training_fits(const TrainOptions& o) {
+  const double D = static_cast<double>(o.hidden), I = static_cast<double>(o.intermediate), V = static_cast<double>(o.vocab_size);
+  const double L = static_cast<double>(o.layers), hd = D / static_cast<double>(o.heads);
+  const double per_layer = 2 * D * D + 2 * static_cast<double>(o.kv_heads) * hd * D + 3 * D * I + 2 * D;
+  const double params = 2 * V * D + L * per_layer + D;
+  const double tokens = static_cast<double>(o.batch) * static_cast<double>(o.seq_len);
+  const double activations = tokens * (L * (12 * D + 3 * I + static_cast<double>(o.heads) * static_cast<double>(o.seq_len)) + 2 * V);
+  const double bytes = 4 * (4 * params + activations);
+  const int64_t available = available_host_bytes();
+  if (available > 0 && bytes > static_cast<double>(available)) {
+    fail("training this shape needs about ", static_cast<int64_t>(bytes / (1 << 20)), " MiB (", static_cast<int64_t>(params),
+         " parameters; --batch x --seq-len = ", static_cast<int64_t>(tokens), " tokens per step) but ", available / (1 << 20),
+         " MiB are available; lower --hidden, --mlp, --layers, --vocab, --batch or --seq-len");
+  }
+}
+
 }  // namespace
 
 TrainReport train_model(const TrainOptions& o, const std::function<void(const std::string&)>& log) {
@@ -191,8 +214,9 @@ TrainReport train_model(const TrainOptions& o, const std::function<void(const st
     if (ec) fail(f, ": cannot read");
     if (size == 0) fail(f, ": empty training text");
   }
-  if (o.hidden % o.heads || o.heads % o.kv_heads) fail("hidden must divide by heads, and heads by kv-heads");
+  if (o.hidden % o.heads || o.heads % o.kv_heads) fail("--hidden must divide by --heads, and --heads by --kv-heads");
   if (o.seq_len + 1 > o.context) fail("--seq-len must be below --context");
+  check_training_fits(o);
   const fs::path dir(o.out_dir);
   fs::create_directories(dir);
   const auto start = Clock::now();

@@ -1,0 +1,20 @@
+#pragma once
+// Strict readers for option values that CLI11 sees only as text (lists, ranges, key=value
+// specs). Each error names the option, so a refused value says where it came from.
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace kvscope {
+
+// "a,b,c" -> {"a", "b", "c"}. Refused: no items, an empty item ("a,,b", "a,"), and an item
+// given twice, which in every list kvscope reads is a typo rather than a request.
+std::vector<std::string> split_option_list(const std::string& text, const std::string& option);
+
+// A whole number in [min, max], the whole text consumed: "2.5", "1e3", "nan" and "12abc"
+// are refused, not truncated.
+int64_t parse_whole(const std::string& text, const std::string& option, int64_t min = std::numeric_limits<int64_t>::min(),
+                    int64_t max = std::numeric_limits<int64_t>::max());
+
+}  // namespace kvscope
