@@ -9,11 +9,14 @@
 #include "common.h"
 #include "core/error.h"
 #include "core/progress.h"
+#include "dist/cluster.h"
+#include "eval/distributed_sweep.h"
 #include "eval/ppl.h"
 #include "eval/ppl_results.h"
 #include "eval/sweep.h"
 #include "eval/sweep_plan.h"
 #include "io/atomic_output.h"
+#include "model/device.h"
 #include "settings_cli.h"
 
 namespace kvscope::tools {
@@ -45,13 +48,19 @@ PplRun to_ppl_run(const PlannedRun& planned, const std::string& source, RunOutpu
 }
 
 // The batch to use, after checking that it fits in memory; prints the estimate.
+// Under MPI the memory is that of one rank: --max-memory, or the free memory, shared by
+// the ranks on this node.
 int64_t choose_batch(const LlamaModel& model, const std::vector<SweepRun>& pending, int64_t batch, const std::string& max_memory) {
+  const cluster::Info& me = cluster::info();
   SweepMemory memory = estimate_sweep_memory(model, pending);
   if (!max_memory.empty()) memory.available_bytes = parse_byte_size(max_memory, "--max-memory");
-  else if (memory.available_bytes >= 0) memory.available_bytes = static_cast<int64_t>(0.9 * static_cast<double>(memory.available_bytes));
+  else if (memory.available_bytes >= 0)
+    memory.available_bytes = static_cast<int64_t>(0.9 * static_cast<double>(memory.available_bytes) / me.local_size);
   const int64_t batch_used = batch > 0 ? batch : default_sweep_batch(memory, pending.size());
   const int64_t lanes = std::max<int64_t>(1, std::min<int64_t>(batch_used, static_cast<int64_t>(pending.size())));
-  std::fprintf(stderr, "ppl: batch %lld: weights %s + %lld x %s per run = %s%s\n", static_cast<long long>(batch_used),
+  if (me.rank == 0)
+  std::fprintf(stderr, "ppl: batch %lld%s: weights %s + %lld x %s per run = %s%s\n", static_cast<long long>(batch_used),
+               me.size > 1 ? concat(" per rank, ", me.size, " ranks").c_str() : "",
                format_bytes(memory.weights_bytes).c_str(), static_cast<long long>(lanes), format_bytes(memory.per_run_bytes).c_str(),
                format_bytes(memory.total(lanes)).c_str(),
                memory.available_bytes >= 0 ? concat(" of ", format_bytes(memory.available_bytes), " allowed").c_str()
@@ -90,15 +99,26 @@ Command register_ppl(CLI::App& app) {
   cmd->add_flag("--force", force, "overwrite existing outputs");
   add_runtime_options(cmd, rt);
   cmd->footer("Policies: " + known_policies_text() + ". Merge weightings: " + known_merge_weightings() + ".");
-  return {cmd, [cmd] {
+  return {cmd,
+          [cmd] {
+            const cluster::Info& me = cluster::info();
+            const bool leader = me.rank == 0;  // plans the hand-out, reads the resume file, writes every output
             const std::vector<std::string> given = given_settings(cmd, settings);
             const std::vector<std::string> inputs = document_files(texts, ids);
-            for (const std::string& o : {out, out + ".resume.h5"}) refuse_output_over_inputs(o, inputs);
-            AtomicOutput output(out, force);
-            const std::string out_path = out, csv_path = sidecar_path(out, ".csv", force), md_path = sidecar_path(out, ".md", force);
-            refuse_output_over_inputs(csv_path, inputs);
-            refuse_output_over_inputs(md_path, inputs);
-            const LlamaModel model = load_model(model_dir, rt);
+            std::optional<AtomicOutput> output;
+            const std::string out_path = out, resume_path = out + ".resume.h5";
+            std::string csv_path, md_path;
+            if (leader) {
+              for (const std::string& o : {out, resume_path}) refuse_output_over_inputs(o, inputs);
+              output.emplace(out, force);
+              csv_path = sidecar_path(out, ".csv", force);
+              md_path = sidecar_path(out, ".md", force);
+              refuse_output_over_inputs(csv_path, inputs);
+              refuse_output_over_inputs(md_path, inputs);
+            }
+            RuntimeOptions runtime = rt;
+            if (me.mpi) runtime.device = device_for_rank(rt.device, me.local_rank);
+            const LlamaModel model = load_model(model_dir, runtime);
             const ModelConfig& c = model.config();
 
             std::vector<std::string> sources;
@@ -106,21 +126,30 @@ Command register_ppl(CLI::App& app) {
             std::vector<SweepDocument> documents;
             for (size_t d = 0; d < docs.size(); ++d) documents.push_back(SweepDocument{docs[d], sources[d]});
             const SweepPlan plan = plan_sweep(settings, documents, static_cast<int>(c.num_layers), c.max_position_embeddings, given);
-            std::fprintf(stderr, "ppl: %zu runs over %zu documents, %lld tokens to score\nppl: settings:", plan.runs.size(), docs.size(),
-                         static_cast<long long>(plan.tokens_to_score));
-            settings.for_each([](const auto& value, const SettingInfo& info) {
-              std::ostringstream v;
-              v << value;
-              std::fprintf(stderr, " %s=%s", info.name, v.str().empty() ? "\"\"" : v.str().c_str());
-            });
-            std::fprintf(stderr, "\n");
+            if (leader) {
+              std::fprintf(stderr, "ppl: %zu runs over %zu documents, %lld tokens to score\nppl: settings:", plan.runs.size(), docs.size(),
+                           static_cast<long long>(plan.tokens_to_score));
+              settings.for_each([](const auto& value, const SettingInfo& info) {
+                std::ostringstream v;
+                v << value;
+                std::fprintf(stderr, " %s=%s", info.name, v.str().empty() ? "\"\"" : v.str().c_str());
+              });
+              std::fprintf(stderr, "\n");
+            }
+            // Every rank indexes the same runs; the ranks' plans are compared by their keys.
+            std::vector<SweepRun> all_runs;
+            std::string plan_id;
+            for (const PlannedRun& pr : plan.runs) {
+              all_runs.push_back(SweepRun{&docs[pr.document], &plan.windows[pr.document], pr.config});
+              plan_id += pr.key + "\n";
+            }
 
             PplProvenance prov{model_dir, command_line(), settings, sources};
             prov.settings.stride = plan.stride;
-            const std::string resume_path = out_path + ".resume.h5";
             std::vector<PplRun> finished;
             std::error_code ec;
-            if (resume && std::filesystem::exists(resume_path, ec)) {
+            if (!leader) {
+            } else if (resume && std::filesystem::exists(resume_path, ec)) {
               check_resumable(resume_path, prov);
               finished = read_ppl_results(resume_path);
             } else if (resume) {
@@ -131,8 +160,8 @@ Command register_ppl(CLI::App& app) {
             std::vector<std::optional<PplRun>> results(plan.runs.size());
             int64_t done = 0;
             size_t reused = 0;
-            std::vector<SweepRun> pending;
-            std::vector<size_t> pending_run;
+            std::vector<size_t> todo;
+            std::vector<SweepRun> pending;  // for the memory estimate
             for (size_t j = 0; j < plan.runs.size(); ++j) {
               const PlannedRun& pr = plan.runs[j];
               const auto previous = std::find_if(finished.begin(), finished.end(), [&](const PplRun& r) { return r.key == pr.key; });
@@ -142,8 +171,8 @@ Command register_ppl(CLI::App& app) {
                 ++reused;
                 continue;
               }
-              pending.push_back(SweepRun{&docs[pr.document], &plan.windows[pr.document], pr.config});
-              pending_run.push_back(j);
+              todo.push_back(j);
+              pending.push_back(all_runs[j]);
             }
             if (resume && !finished.empty()) {
               std::fprintf(stderr, "ppl: resuming: %zu of %zu runs already done%s\n", reused, plan.runs.size(),
@@ -158,21 +187,33 @@ Command register_ppl(CLI::App& app) {
               return runs;
             };
             Progress progress("ppl", plan.tokens_to_score);
-            const std::string label =
-                concat(pending.size(), " runs, ", std::max<int64_t>(1, std::min<int64_t>(batch_used, static_cast<int64_t>(pending.size()))), " at a time");
-            run_sweep(model, pending, batch_used,
-                      [&](int64_t n) {
-                        done += n;
-                        progress.update(done, label);
-                      },
-                      [&](size_t i, RunOutput&& r) {
-                        const PlannedRun& pr = plan.runs[pending_run[i]];
-                        results[pending_run[i]] = to_ppl_run(pr, sources[pr.document], std::move(r));
-                        // Finished runs are saved as each one ends, so an interrupted sweep can resume.
-                        AtomicOutput checkpoint(resume_path, true);
-                        write_ppl_results(checkpoint.temp_path().string(), finished_runs(), prov, c.raw_json);
-                        checkpoint.commit();
-                      });
+            const int64_t lanes = std::max<int64_t>(1, std::min<int64_t>(batch_used, static_cast<int64_t>(todo.size())));
+            const std::string label = me.size > 1 ? concat(todo.size(), " runs, ", me.size, " ranks x ", lanes, " at a time")
+                                                  : concat(todo.size(), " runs, ", lanes, " at a time");
+            DistributedSweepCallbacks callbacks;
+            callbacks.on_tokens = [&](int64_t n) {
+              done += n;
+              progress.update(done, label);
+            };
+            callbacks.on_done = [&](size_t j, RunOutput&& r) {
+              const PlannedRun& pr = plan.runs[j];
+              results[j] = to_ppl_run(pr, sources[pr.document], std::move(r));
+              // Finished runs are saved as each one ends, so an interrupted sweep can resume.
+              AtomicOutput checkpoint(resume_path, true);
+              write_ppl_results(checkpoint.temp_path().string(), finished_runs(), prov, c.raw_json);
+              checkpoint.commit();
+            };
+            const std::vector<size_t> order = longest_first(all_runs, todo);
+            if (me.size > 1) {
+              run_distributed_sweep(model, all_runs, order, batch_used, plan_id, callbacks);
+              if (!leader) return 0;
+            } else {
+              size_t next = 0;
+              run_sweep(
+                  model, all_runs, batch_used,
+                  [&]() -> std::optional<size_t> { return next < order.size() ? std::optional<size_t>(order[next++]) : std::nullopt; },
+                  callbacks.on_tokens, callbacks.on_done);
+            }
             const std::vector<PplRun> runs = finished_runs();
             progress.finish();
             const auto rows = summarise(runs);
@@ -182,14 +223,15 @@ Command register_ppl(CLI::App& app) {
                        ", positions ", settings.positions, ", sinks ", settings.sinks, ".");
             const std::string md = markdown_table(rows, caption);
             std::printf("%s", md.c_str());
-            write_ppl_results(output.temp_path().string(), runs, prov, c.raw_json);
-            output.commit();
+            write_ppl_results(output->temp_path().string(), runs, prov, c.raw_json);
+            output->commit();
             std::filesystem::remove(resume_path, ec);
             write_text_file(csv_path, csv_table(rows));
             write_text_file(md_path, md);
             std::fprintf(stderr, "wrote %s, %s, %s\n", out_path.c_str(), csv_path.c_str(), md_path.c_str());
             return 0;
-          }};
+          },
+          /*distributed=*/true};
 }
 
 }  // namespace kvscope::tools

@@ -12,6 +12,9 @@ using Runner = std::function<int()>;
 struct Command {
   CLI::App* app;
   Runner run;
+  // Shares its work across the ranks of an MPI job; other commands refuse to start as more
+  // than one rank (each rank would do all the work and write the same outputs).
+  bool distributed = false;
 };
 
 Command register_info(CLI::App& app);

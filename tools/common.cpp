@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/option_values.h"
 #include "core/threads.h"
+#include "dist/cluster.h"
 
 #include <algorithm>
 #include <cctype>
@@ -31,7 +32,10 @@ void add_runtime_options(CLI::App* cmd, RuntimeOptions& o) {
 }
 
 LlamaModel load_model(const std::string& model_dir, const RuntimeOptions& o) {
-  configure_threads(o.threads, o.blas_threads);
+  // The ranks of an MPI job on one node split its cores between them.
+  const cluster::Info& me = cluster::info();
+  configure_threads(o.threads, o.blas_threads,
+                    std::max(1, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) / me.local_size));
   return LlamaModel::load(model_dir, LoadOptions{o.device, o.dtype});
 }
 

@@ -8,6 +8,7 @@
 #include "common.h"
 #include "core/error.h"
 #include "core/version.h"
+#include "dist/cluster.h"
 #include "io/atomic_output.h"
 
 namespace {
@@ -18,12 +19,43 @@ std::string first_line(const std::string& s) {
   return nl == std::string::npos ? s : s.substr(0, nl);
 }
 
+// Errors from one rank of several say which rank; the others are then ended too, since
+// they may be waiting on it.
+int report_error(const std::string& message) {
+  const kvscope::cluster::Info& me = kvscope::cluster::info();
+  if (me.size > 1) {
+    std::fprintf(stderr, "kvscope: error: rank %d: %s\n", me.rank, message.c_str());
+    std::fflush(stderr);
+    kvscope::cluster::abort(1);
+  }
+  std::fprintf(stderr, "kvscope: error: %s\n", message.c_str());
+  kvscope::cluster::finalize();
+  return 1;
+}
+
+int run_command(int argc, char** argv);
+
 }  // namespace
 
 int main(int argc, char** argv) {
   using namespace kvscope;
   tools::set_command_line(argc, argv);
   install_interrupt_cleanup();
+  try {
+    cluster::init(&argc, &argv);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "kvscope: error: %s\n", e.what());
+    return 1;
+  }
+  const int code = run_command(argc, argv);
+  cluster::finalize();
+  return code;
+}
+
+namespace {
+
+int run_command(int argc, char** argv) {
+  using namespace kvscope;
   CLI::App app{"kvscope: observe, analyse and compress the KV cache of Llama-family models"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("kvscope ") + version() + " (" + git_commit() + ")");
@@ -44,15 +76,24 @@ int main(int argc, char** argv) {
   }
   try {
     for (const auto& command : commands) {
-      if (command.app->parsed()) return command.run();
+      if (!command.app->parsed()) continue;
+      if (cluster::info().size > 1 && !command.distributed) {
+        // Every rank sees the same command line and stops here; one of them says why.
+        if (cluster::info().rank == 0)
+          std::fprintf(stderr, "kvscope: error: kvscope %s runs as one process; of the commands, ppl shares its work across MPI ranks: "
+                       "start this one without mpirun or srun\n", command.app->get_name().c_str());
+        return 1;
+      }
+      return command.run();
     }
     return 2;
   } catch (const Error& e) {
-    std::fprintf(stderr, "kvscope: error: %s\n", e.what());
+    return report_error(e.what());
   } catch (const c10::Error& e) {
-    std::fprintf(stderr, "kvscope: error: %s\n", first_line(e.what_without_backtrace()).c_str());
+    return report_error(first_line(e.what_without_backtrace()));
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "kvscope: error: %s\n", first_line(e.what()).c_str());
+    return report_error(first_line(e.what()));
   }
-  return 1;
 }
+
+}  // namespace

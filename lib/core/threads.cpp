@@ -12,7 +12,7 @@ extern "C" void openblas_set_num_threads(int);
 
 namespace kvscope {
 
-void configure_threads(int torch_threads, int blas_threads) {
+void configure_threads(int torch_threads, int blas_threads, int share) {
   const int cores = std::max(1u, std::thread::hardware_concurrency());
   for (const auto& [name, n] : {std::pair<const char*, int>{"--threads", torch_threads}, {"--blas-threads", blas_threads}}) {
     if (n < 0) fail(name, " ", n, ": must be 0 (the measured default) or a positive count");
@@ -25,8 +25,9 @@ void configure_threads(int torch_threads, int blas_threads) {
   }
   // Measured on 2 cores: one LibTorch thread with all cores given to OpenBLAS was fastest;
   // letting both pools take every core ran 2.3x slower than a single thread.
-  if (torch_threads <= 0) torch_threads = cores > 4 ? cores / 2 : 1;
-  if (blas_threads <= 0) blas_threads = cores > 4 ? cores / 2 : cores;
+  const int mine = share > 0 ? std::min(share, cores) : cores;
+  if (torch_threads <= 0) torch_threads = mine > 4 ? mine / 2 : 1;
+  if (blas_threads <= 0) blas_threads = mine > 4 ? mine / 2 : mine;
   at::set_num_threads(torch_threads);
   openblas_set_num_threads(blas_threads);
   // kvscope's own kernels (row_linear) run where OpenBLAS would, never alongside it.

@@ -15,21 +15,28 @@
 namespace kvscope {
 
 void run_sweep(const LlamaModel& model, const std::vector<SweepRun>& runs, int64_t batch,
-               const std::function<void(int64_t)>& on_token, const std::function<void(size_t, RunOutput&&)>& on_done) {
+               const std::function<std::optional<size_t>()>& next_run, const std::function<void(int64_t)>& on_token,
+               const std::function<void(size_t, RunOutput&&)>& on_done) {
   if (batch < 1) fail("--batch must be at least 1");
   struct Active {
     size_t index;
     std::unique_ptr<DocumentRun> run;
   };
   std::vector<Active> active;
-  size_t next = 0;
+  bool exhausted = false;
   std::vector<LlamaModel::DecodeSlot> slots;
   for (;;) {
     // Refill the batch; a run whose remaining work is all prefill finishes right here.
-    for (size_t i = 0; i < active.size() || (static_cast<int64_t>(active.size()) < batch && next < runs.size());) {
+    for (size_t i = 0; i < active.size() || (static_cast<int64_t>(active.size()) < batch && !exhausted);) {
       if (i == active.size()) {
-        const SweepRun& r = runs[next];
-        active.push_back(Active{next++, std::make_unique<DocumentRun>(model, *r.ids, *r.windows, r.config, on_token)});
+        const std::optional<size_t> next = next_run();
+        if (!next) {
+          exhausted = true;
+          continue;
+        }
+        if (*next >= runs.size()) fail("internal: run ", *next, " of a sweep of ", runs.size());
+        const SweepRun& r = runs[*next];
+        active.push_back(Active{*next, std::make_unique<DocumentRun>(model, *r.ids, *r.windows, r.config, on_token)});
       }
       active[i].run->advance();
       if (active[i].run->finished()) {
@@ -45,6 +52,14 @@ void run_sweep(const LlamaModel& model, const std::vector<SweepRun>& runs, int64
     const at::Tensor logits = model.forward_step(slots);
     for (size_t b = 0; b < active.size(); ++b) active[b].run->accept(logits.narrow(0, static_cast<int64_t>(b), 1));
   }
+}
+
+void run_sweep(const LlamaModel& model, const std::vector<SweepRun>& runs, int64_t batch,
+               const std::function<void(int64_t)>& on_token, const std::function<void(size_t, RunOutput&&)>& on_done) {
+  size_t next = 0;
+  run_sweep(
+      model, runs, batch, [&]() -> std::optional<size_t> { return next < runs.size() ? std::optional<size_t>(next++) : std::nullopt; },
+      on_token, on_done);
 }
 
 namespace {

@@ -5,6 +5,7 @@
 // next one waiting; documents of different lengths simply finish at different steps.
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,12 @@ struct SweepRun {
 // Each run's NLL equals, bit for bit, what run_document gives it alone (CPU, float32).
 void run_sweep(const LlamaModel& model, const std::vector<SweepRun>& runs, int64_t batch,
                const std::function<void(int64_t)>& on_token,
+               const std::function<void(size_t, RunOutput&&)>& on_done);
+
+// The same over the runs `next_run` hands out, one index at a time as a batch slot frees,
+// until it returns nothing (it is not asked again). Lets a sweep be fed while it runs.
+void run_sweep(const LlamaModel& model, const std::vector<SweepRun>& runs, int64_t batch,
+               const std::function<std::optional<size_t>()>& next_run, const std::function<void(int64_t)>& on_token,
                const std::function<void(size_t, RunOutput&&)>& on_done);
 
 // What a batch of runs needs in memory, for the up-front check.

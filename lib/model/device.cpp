@@ -19,6 +19,12 @@ at::Device parse_device(const std::string& name) {
   fail("--device ", name, ": unknown device (expected cpu, cuda or cuda:N)");
 }
 
+std::string device_for_rank(const std::string& name, int local_rank) {
+  if (name != "cuda" || !at::hasCUDA()) return name;
+  const int64_t gpus = static_cast<int64_t>(at::getNumGPUs());
+  return gpus > 0 ? "cuda:" + std::to_string(local_rank % gpus) : name;
+}
+
 at::ScalarType parse_compute_dtype(const std::string& name) {
   if (name == "float32" || name == "f32" || name == "fp32") return at::kFloat;
   if (name == "bfloat16" || name == "bf16") return at::kBFloat16;

@@ -7,6 +7,10 @@ namespace kvscope {
 
 // Parses "cpu", "cuda" or "cuda:N"; errors if CUDA is requested but this LibTorch has none.
 at::Device parse_device(const std::string& name);
+// The device of one rank of an MPI job: plain "cuda" becomes the rank's node-local GPU
+// ("cuda:<local_rank mod GPUs>"), so ranks on one node spread over its GPUs; an explicit
+// "cuda:N" or "cpu" is kept.
+std::string device_for_rank(const std::string& name, int local_rank);
 // Parses "float32", "bfloat16", "float16" (and the short forms f32/bf16/f16).
 at::ScalarType parse_compute_dtype(const std::string& name);
 std::string dtype_name(at::ScalarType t);

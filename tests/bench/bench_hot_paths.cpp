@@ -9,6 +9,8 @@
 #include "analysis/svd.h"
 #include "cache/policy_cache.h"
 #include "core/threads.h"
+#include "eval/ppl_results.h"
+#include "eval/run_output_wire.h"
 #include "model/kv_cache.h"
 #include "model/llama.h"
 #include "model/random_model.h"
@@ -161,6 +163,46 @@ void BM_SingularValues(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_SingularValues)->Args({1024, 128})->Args({4096, 128})->Unit(benchmark::kMillisecond);
+
+// What rank 0 of an MPI sweep does for each run another rank finishes: decode its message
+// (4,096 scored tokens), and rewrite the resume file with every run finished so far
+// (Arg: how many). Gathering a whole sweep of N runs costs N decodes and the rewrites for
+// 1..N runs.
+RunOutput synthetic_run(int64_t tokens) {
+  RunOutput o;
+  std::mt19937_64 rng(5);
+  std::uniform_real_distribution<double> u(0.0, 10.0);
+  for (int64_t t = 0; t < tokens; ++t) {
+    o.nll.push_back(u(rng));
+    o.token_index.push_back(t + 1);
+  }
+  return o;
+}
+
+void BM_GatherDecode(benchmark::State& state) {
+  const std::string bytes = encode_run_output(7, synthetic_run(4096));
+  size_t run = 0;
+  for (auto _ : state) benchmark::DoNotOptimize(decode_run_output(bytes, &run));
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(bytes.size()));
+}
+BENCHMARK(BM_GatherDecode)->Unit(benchmark::kMicrosecond);
+
+void BM_GatherResumeRewrite(benchmark::State& state) {
+  const RunOutput o = synthetic_run(4096);
+  std::vector<PplRun> runs(static_cast<size_t>(state.range(0)));
+  for (size_t i = 0; i < runs.size(); ++i) {
+    runs[i].policy = "h2o";
+    runs[i].key = "run" + std::to_string(i);
+    runs[i].budget_label = "128";
+    runs[i].nll = o.nll;
+    runs[i].token_index = o.token_index;
+  }
+  PplProvenance prov{"model", "kvscope ppl", SweepSettings{}, {"doc"}};
+  const std::string path = (std::filesystem::temp_directory_path() / "kvscope-bench-resume.h5").string();
+  for (auto _ : state) write_ppl_results(path, runs, prov, "{}");
+  std::filesystem::remove(path);
+}
+BENCHMARK(BM_GatherResumeRewrite)->Arg(1)->Arg(50)->Arg(100)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace kvscope

@@ -27,7 +27,7 @@ std::string slurp(const std::filesystem::path& p) {
 }
 }  // namespace
 
-int spawn_kvscope(const std::vector<std::string>& args, const std::string& stderr_path) {
+int spawn_program(const std::string& program, const std::vector<std::string>& args, const std::string& stderr_path) {
   const pid_t pid = fork();
   if (pid == 0) {
     const int devnull = ::open("/dev/null", O_WRONLY);
@@ -35,13 +35,18 @@ int spawn_kvscope(const std::vector<std::string>& args, const std::string& stder
     dup2(devnull, 1);
     dup2(err >= 0 ? err : devnull, 2);
     std::vector<std::string> copy = args;
-    std::vector<char*> argv{const_cast<char*>(KVSCOPE_BINARY)};
+    std::string path = program;
+    std::vector<char*> argv{path.data()};
     for (auto& a : copy) argv.push_back(a.data());
     argv.push_back(nullptr);
-    execv(KVSCOPE_BINARY, argv.data());
+    execv(path.c_str(), argv.data());
     _exit(127);
   }
   return pid;
+}
+
+int spawn_kvscope(const std::vector<std::string>& args, const std::string& stderr_path) {
+  return spawn_program(KVSCOPE_BINARY, args, stderr_path);
 }
 
 int spawn_kvscope(const std::vector<std::string>& args) { return spawn_kvscope(args, "/dev/null"); }
@@ -72,9 +77,11 @@ bool wait_for_size(const std::string& path, uintmax_t bytes, double timeout_seco
       timeout_seconds);
 }
 
-CliResult run_kvscope(const std::vector<std::string>& args) {
+CliResult run_kvscope(const std::vector<std::string>& args) { return run_program(KVSCOPE_BINARY, args); }
+
+CliResult run_program(const std::string& program, const std::vector<std::string>& args) {
   TempDir io("cli");
-  std::string cmd = quote(KVSCOPE_BINARY);
+  std::string cmd = quote(program);
   for (const auto& a : args) cmd += " " + quote(a);
   cmd += " </dev/null >" + quote((io / "out").string()) + " 2>" + quote((io / "err").string());
   const int status = std::system(cmd.c_str());

@@ -25,5 +25,8 @@ bool wait_for_size(const std::string& path, uintmax_t bytes, double timeout_seco
 
 // Runs the kvscope binary with `args` (each shell-quoted) and captures its outputs.
 CliResult run_kvscope(const std::vector<std::string>& args);
+// The same for another program (mpirun in the MPI tests).
+CliResult run_program(const std::string& program, const std::vector<std::string>& args);
+int spawn_program(const std::string& program, const std::vector<std::string>& args, const std::string& stderr_path);
 
 }  // namespace kvscope::testing

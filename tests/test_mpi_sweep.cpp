@@ -1,0 +1,210 @@
+// kvscope ppl under mpirun: the distributed sweep's results equal a single process's, run
+// for run and bit for bit; a sweep stopped mid-way resumes under another rank count to the
+// same results; a failing rank ends the job with its message instead of leaving the others
+// waiting. Also the wire format that carries a run's output between ranks.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <map>
+
+#include "dist/cluster.h"
+#include "eval/ppl_results.h"
+#include "eval/run_output_wire.h"
+#include "model/random_model.h"
+#include "support/cli.h"
+#include "support/error_of.h"
+#include "support/test_paths.h"
+
+namespace kvscope {
+namespace {
+
+using testing::error_of;
+using testing::run_kvscope;
+
+TEST(RunOutputWire, RoundTripsBitForBitAndRefusesDamage) {
+  RunOutput o;
+  o.nll = {0.1, -0.0, 1e-310, 3.25};  // a negative zero and a subnormal keep their bits
+  o.token_index = {5, 6, 7, 9};
+  o.max_cache = 17;
+  o.resolved_budget = 16;
+  o.seconds = 1.5;
+  o.policy_seconds = 0.25;
+  o.perturbation = {{7, 1, 3, 0.5, 0.9}, {9, 0, 2, 0.125, 0.99}};
+  const std::string bytes = encode_run_output(42, o);
+  size_t run = 0;
+  const RunOutput back = decode_run_output(bytes, &run);
+  EXPECT_EQ(run, 42u);
+  ASSERT_EQ(back.nll.size(), o.nll.size());
+  EXPECT_EQ(std::memcmp(back.nll.data(), o.nll.data(), o.nll.size() * sizeof(double)), 0);
+  EXPECT_EQ(back.token_index, o.token_index);
+  EXPECT_EQ(back.max_cache, 17);
+  EXPECT_EQ(back.resolved_budget, 16);
+  EXPECT_EQ(back.perturbation.size(), 2u);
+  EXPECT_EQ(back.perturbation[1].head, 2);
+  EXPECT_EQ(back.perturbation[1].cosine, 0.99);
+  // Every truncation, trailing bytes, and another message's bytes are refused by name.
+  for (size_t cut = 0; cut < bytes.size(); ++cut) {
+    EXPECT_NE(error_of([&] { decode_run_output(bytes.substr(0, cut), &run); }), "") << cut;
+  }
+  EXPECT_NE(error_of([&] { decode_run_output(bytes + "x", &run); }).find("past its end"), std::string::npos);
+  std::string other = bytes;
+  other[0] ^= 1;
+  EXPECT_NE(error_of([&] { decode_run_output(other, &run); }).find("not a run's output"), std::string::npos);
+}
+
+#ifdef KVSCOPE_TEST_MPIRUN
+
+// mpirun as the tests start it: as root if need be, more ranks than cores, and shared-memory
+// copies without ptrace (which containers often forbid).
+std::vector<std::string> mpirun_args(int ranks, const std::vector<std::string>& kvscope_args) {
+  std::vector<std::string> a{"--oversubscribe", "--allow-run-as-root", "--mca", "btl_vader_single_copy_mechanism", "none",
+                             "-np", std::to_string(ranks), KVSCOPE_BINARY};
+  a.insert(a.end(), kvscope_args.begin(), kvscope_args.end());
+  return a;
+}
+
+testing::CliResult mpirun(int ranks, const std::vector<std::string>& kvscope_args) {
+  return testing::run_program(KVSCOPE_TEST_MPIRUN, mpirun_args(ranks, kvscope_args));
+}
+
+std::map<std::string, PplRun> by_key(const std::string& path) {
+  std::map<std::string, PplRun> out;
+  for (auto& r : read_ppl_results(path)) out[r.key] = std::move(r);
+  return out;
+}
+
+// Run for run (by key), bit for bit.
+void expect_same_runs(const std::string& expected_path, const std::string& actual_path) {
+  const auto expected = by_key(expected_path), actual = by_key(actual_path);
+  ASSERT_EQ(expected.size(), actual.size()) << actual_path;
+  for (const auto& [key, e] : expected) {
+    const auto it = actual.find(key);
+    ASSERT_NE(it, actual.end()) << "missing run " << key;
+    const PplRun& a = it->second;
+    ASSERT_EQ(a.nll.size(), e.nll.size()) << key;
+    EXPECT_EQ(std::memcmp(a.nll.data(), e.nll.data(), e.nll.size() * sizeof(double)), 0) << key;
+    EXPECT_EQ(a.token_index, e.token_index) << key;
+    EXPECT_EQ(a.max_cache, e.max_cache) << key;
+    EXPECT_EQ(a.budget, e.budget) << key;
+  }
+}
+
+class MpiSweep : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::TempDir("mpi");
+    RandomModelSpec spec;
+    spec.intermediate_size = 172;  // not a multiple of the kernel block
+    write_random_model((*dir_ / "m").string(), spec);
+    // Documents of different lengths with repeated tokens (ties happen).
+    for (int d = 0; d < 3; ++d) {
+      std::ofstream ids(*dir_ / ("doc" + std::to_string(d) + ".txt"));
+      for (int i = 0; i < 70 - 15 * d; ++i) ids << (i * (5 + d) % 29) + 1 << ' ';
+    }
+    {
+      std::ofstream ids(*dir_ / "long.txt");
+      for (int i = 0; i < 1500; ++i) ids << (i * 37 % 251) + 1 << ' ';
+    }
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  static std::string p(const std::string& name) { return (*dir_ / name).string(); }
+
+  static std::vector<std::string> sweep(const std::string& out) {
+    return {"ppl", p("m"), "--ids", p("doc0.txt"), p("doc1.txt"), p("doc2.txt"), "-o", out, "--budget", "8,20", "--batch", "3"};
+  }
+  static inline testing::TempDir* dir_ = nullptr;
+};
+
+TEST_F(MpiSweep, DistributedResultsEqualASingleProcessBitForBit) {
+  const auto single = run_kvscope(sweep(p("single.h5")));
+  ASSERT_EQ(single.code, 0) << single.err;
+  for (const int ranks : {2, 3}) {
+    const std::string out = p("ranks" + std::to_string(ranks) + ".h5");
+    const auto r = mpirun(ranks, sweep(out));
+    ASSERT_EQ(r.code, 0) << r.err;
+    expect_same_runs(p("single.h5"), out);
+    EXPECT_NE(r.err.find(std::to_string(ranks) + " ranks"), std::string::npos) << r.err;
+    // One writer: the tables are printed once.
+    EXPECT_EQ(r.out.find("| policy"), r.out.rfind("| policy")) << r.out;
+  }
+  // Under mpirun with one rank, the job is one process as before.
+  const auto one = mpirun(1, sweep(p("ranks1.h5")));
+  ASSERT_EQ(one.code, 0) << one.err;
+  expect_same_runs(p("single.h5"), p("ranks1.h5"));
+}
+
+TEST_F(MpiSweep, StoppedMidwayResumesUnderAnotherRankCount) {
+  const std::vector<std::string> args{"ppl", p("m"), "--ids", p("long.txt"), "-o", p("resumed.h5"), "--budget", "16,32,64",
+                                      "--no-prefill", "--batch", "1"};
+  const auto single = run_kvscope({"ppl", p("m"), "--ids", p("long.txt"), "-o", p("resume-single.h5"), "--budget", "16,32,64",
+                                   "--no-prefill", "--batch", "1"});
+  ASSERT_EQ(single.code, 0) << single.err;
+  const std::string resume = p("resumed.h5.resume.h5");
+  const pid_t pid = testing::spawn_program(KVSCOPE_TEST_MPIRUN, mpirun_args(2, args), p("stopped.stderr"));
+  // Stopped once the first finished run is on disk: the resume file appears atomically.
+  ASSERT_TRUE(testing::wait_for_size(resume, 1));
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the sweep finished before it could be stopped";
+  EXPECT_FALSE(std::filesystem::exists(p("resumed.h5")));
+  const size_t kept = read_ppl_results(resume).size();
+  EXPECT_GE(kept, 1u);
+  EXPECT_LT(kept, by_key(p("resume-single.h5")).size());
+
+  std::vector<std::string> again = args;
+  again.push_back("--resume");
+  const auto r = mpirun(3, again);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("resuming: " + std::to_string(kept) + " of"), std::string::npos) << r.err;
+  expect_same_runs(p("resume-single.h5"), p("resumed.h5"));
+  EXPECT_FALSE(std::filesystem::exists(resume));
+}
+
+// mpirun's MPMD form gives each rank its own command line: here one rank's document is
+// missing, or differs, and the job ends with that rank's message and a non-zero exit.
+TEST_F(MpiSweep, AFailingRankEndsTheJobWithItsMessage) {
+  const auto mpmd = [&](const std::string& rank1_ids, const std::string& out) {
+    std::vector<std::string> a = mpirun_args(1, {"ppl", p("m"), "--ids", p("doc0.txt"), "-o", out, "--budget", "8"});
+    a.insert(a.end(), {":", "-np", "1", KVSCOPE_BINARY, "ppl", p("m"), "--ids", rank1_ids, "-o", out, "--budget", "8"});
+    return testing::run_program("/usr/bin/timeout", [&] {
+      std::vector<std::string> t{"120", KVSCOPE_TEST_MPIRUN};
+      t.insert(t.end(), a.begin(), a.end());
+      return t;
+    }());
+  };
+  const auto missing = mpmd(p("nope.txt"), p("fail1.h5"));
+  EXPECT_NE(missing.code, 0);
+  EXPECT_NE(missing.code, 124) << "the job hung instead of ending";
+  EXPECT_NE(missing.err.find("kvscope: error: rank 1: "), std::string::npos) << missing.err;
+  EXPECT_NE(missing.err.find("nope.txt"), std::string::npos) << missing.err;
+  EXPECT_FALSE(std::filesystem::exists(p("fail1.h5")));
+
+  const auto different = mpmd(p("doc1.txt"), p("fail2.h5"));
+  EXPECT_NE(different.code, 0);
+  EXPECT_NE(different.code, 124) << "the job hung instead of ending";
+  EXPECT_NE(different.err.find("rank 1 planned a different sweep"), std::string::npos) << different.err;
+  EXPECT_FALSE(std::filesystem::exists(p("fail2.h5")));
+}
+
+TEST_F(MpiSweep, CommandsThatDoNotDistributeRefuseSeveralRanks) {
+  const auto r = mpirun(2, {"score", p("m"), "--ids", p("doc0.txt")});
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("kvscope score runs as one process"), std::string::npos) << r.err;
+}
+
+#else
+
+TEST(MpiSweep, BuiltWithoutMpi) {
+  EXPECT_FALSE(cluster::built_with_mpi());
+  GTEST_SKIP() << "kvscope was built without MPI (install libopenmpi-dev and openmpi-bin: scripts/setup.sh)";
+}
+
+#endif
+
+}  // namespace
+}  // namespace kvscope
