@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <sstream>
 
 #include "commands.h"
@@ -8,11 +9,15 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "core/selection.h"
+#include "dist/cluster.h"
+#include "dist/task_farm.h"
 #include "eval/perturb.h"
+#include "eval/perturb_wire.h"
 #include "eval/sweep_plan.h"
 #include "io/atomic_output.h"
 #include "io/h5.h"
 #include "io/provenance.h"
+#include "model/device.h"
 
 namespace kvscope::tools {
 namespace {
@@ -78,13 +83,22 @@ Command register_perturb(CLI::App& app) {
   cmd->add_option("--positions", positions, "original or in-cache")->capture_default_str()->check(CLI::IsMember({"original", "in-cache"}));
   cmd->add_flag("--force", force, "overwrite existing outputs");
   add_runtime_options(cmd, rt);
-  return {cmd, [] {
+  return {cmd,
+          [] {
+            const cluster::Info& me = cluster::info();
+            const bool leader = me.rank == 0;  // hands out the documents and writes the outputs
             const std::vector<std::string> inputs = document_files(texts, ids);
-            refuse_output_over_inputs(out, inputs);
-            AtomicOutput output(out, force);
-            const std::string csv_path = sidecar_path(out, ".csv", force);
-            refuse_output_over_inputs(csv_path, inputs);
-            const LlamaModel model = load_model(model_dir, rt);
+            std::optional<AtomicOutput> output;
+            std::string csv_path;
+            if (leader) {
+              refuse_output_over_inputs(out, inputs);
+              output.emplace(out, force);
+              csv_path = sidecar_path(out, ".csv", force);
+              refuse_output_over_inputs(csv_path, inputs);
+            }
+            RuntimeOptions runtime = rt;
+            if (me.mpi) runtime.device = device_for_rank(rt.device, me.local_rank);
+            const LlamaModel model = load_model(model_dir, runtime);
             const ModelConfig& c = model.config();
             PerturbOptions o;
             o.at = at;
@@ -102,27 +116,52 @@ Command register_perturb(CLI::App& app) {
             std::vector<std::string> sources;
             const auto docs = read_documents(model_dir, c, texts, ids, at + steps, &sources);
             Progress progress("perturb", static_cast<int64_t>(docs.size()) * steps, "step");
+            // Documents are independent: under MPI they are spread over the ranks (one at a time,
+            // as a rank is free) and gathered here; with one process this is a loop over them.
+            std::vector<std::optional<PerturbDocumentResult>> gathered(docs.size());
+            int64_t steps_gathered = 0;
+            bool announced = false;
+            std::vector<size_t> order(docs.size());
+            std::string plan_id = concat(at, ";", steps, ";", variants, ";", layers, ";", heads, ";", sinks, ";", receiver, ";", positions);
+            for (size_t d = 0; d < docs.size(); ++d) {
+              order[d] = d;
+              plan_id += ";" + hash_ids(docs[d]);
+            }
+            cluster::farm_tasks(
+                order, plan_id,
+                [&](size_t d, const std::function<void()>& poll) {
+                  return encode_perturb_result(run_perturbation(model, docs[d], o, [&](int64_t s) {
+                    // Said once the first step is done, so a refused input prints only its error, and
+                    // before the first progress line (10 s in when stderr is not a terminal).
+                    if (leader && !announced && s == 1) {
+                      announced = true;
+                      std::fprintf(stderr, "perturb: %zu document(s), merges at step %lld, %lld steps after, %zu variants%s\n", docs.size(),
+                                   static_cast<long long>(at), static_cast<long long>(steps), o.variants.size(),
+                                   me.size > 1 ? concat(", ", me.size, " ranks").c_str() : "");
+                    }
+                    if (leader) progress.update(steps_gathered + s);
+                    poll();
+                  }));
+                },
+                [&](size_t d, std::string&& bytes) {
+                  gathered[d] = decode_perturb_result(bytes);
+                  steps_gathered += steps;
+                  progress.update(steps_gathered);
+                });
+            if (!leader) return 0;
+            progress.finish();
             std::vector<PerturbDocumentResult> results;
             double decode_seconds = 0, total_seconds = 0;
-            for (size_t d = 0; d < docs.size(); ++d) {
-              results.push_back(run_perturbation(model, docs[d], o, [&](int64_t s) {
-                // Said once the first step is done, so a refused input prints only its error, and
-                // before the first progress line (10 s in when stderr is not a terminal).
-                if (d == 0 && s == 1) {
-                  std::fprintf(stderr, "perturb: %zu document(s), merges at step %lld, %lld steps after, %zu variants\n", docs.size(),
-                               static_cast<long long>(at), static_cast<long long>(steps), o.variants.size());
-                }
-                progress.update(static_cast<int64_t>(d) * steps + s);
-              }));
+            for (auto& r : gathered) {
+              results.push_back(std::move(*r));
               decode_seconds += results.back().decode_seconds;
               total_seconds += results.back().total_seconds;
             }
-            progress.finish();
 
             const int64_t L = static_cast<int64_t>(o.layers.size()), H = c.num_heads, KV = c.num_kv_heads;
             std::vector<Summary> summary;
             {
-              h5::File file = h5::File::create(output.temp_path().string());
+              h5::File file = h5::File::create(output->temp_path().string());
               const h5::Group root = file.root();
               write_provenance(root, kPerturbSchemaName, kPerturbSchemaVersion, command_line());
               root.set_attr("model_path", model_dir);
@@ -184,7 +223,7 @@ Command register_perturb(CLI::App& app) {
               file.flush();
               file.close();
             }
-            output.commit();
+            output->commit();
             std::ostringstream table, csv;
             table << "| variant | mean cos(output) | worst step cos | mean rel. L2 | mean KL | cos(attn, dropped) | cos(attn, added) |\n"
                   << "|---|---|---|---|---|---|---|\n";
@@ -206,7 +245,8 @@ Command register_perturb(CLI::App& app) {
             write_text_file(csv_path, csv.str());
             std::fprintf(stderr, "wrote %s and %s\n", out.c_str(), csv_path.c_str());
             return 0;
-          }};
+          },
+          /*distributed=*/true};
 }
 
 }  // namespace kvscope::tools

@@ -82,6 +82,12 @@ void abort(int code) {
   std::_Exit(code);
 }
 
+void barrier() {
+#ifdef KVSCOPE_WITH_MPI
+  if (g_info.mpi) MPI_Barrier(MPI_COMM_WORLD);
+#endif
+}
+
 #ifdef KVSCOPE_WITH_MPI
 namespace {
 void check(int rc, const char* what) {

@@ -34,6 +34,9 @@ void finalize();
 // Ends every rank of the job with `code`: a failed rank must not leave the others waiting.
 [[noreturn]] void abort(int code);
 
+// Waits until every rank gets here (a no-op outside an MPI world).
+void barrier();
+
 struct Message {
   int source = -1;
   int tag = 0;

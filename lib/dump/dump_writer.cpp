@@ -193,6 +193,14 @@ void DumpWriter::add_document(const DumpInput& in, const std::function<void(int6
   root.set_attr("num_documents", impl_->documents);
 }
 
+void DumpWriter::add_document_from(const std::string& part) {
+  const h5::File source = h5::File::open_read(part);
+  const h5::Group root = impl_->file.root();
+  root.open_group("documents").copy_from(source.root().open_group("documents"), "0", std::to_string(impl_->documents));
+  ++impl_->documents;
+  root.set_attr("num_documents", impl_->documents);
+}
+
 void DumpWriter::finish() {
   const h5::Group root = impl_->file.root();
   root.set_attr("num_documents", impl_->documents);

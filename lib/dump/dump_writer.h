@@ -42,6 +42,9 @@ class DumpWriter {
   ~DumpWriter();
   // progress(tokens done in this document, tokens in it)
   void add_document(const DumpInput& input, const std::function<void(int64_t, int64_t)>& progress = {});
+  // Appends the one document of `part`, a finished dump written with the same model and
+  // options (by another rank of an MPI job), copied as it is.
+  void add_document_from(const std::string& part);
   // Marks the file complete and closes it. A file without this mark is refused by readers.
   void finish();
 

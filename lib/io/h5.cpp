@@ -151,6 +151,12 @@ Group Group::create_group(const std::string& name) const {
   return Group(Handle(checked(H5Gcreate2(h_.id(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), file_, "create group " + p), kGroup), p, file_);
 }
 
+void Group::copy_from(const Group& source, const std::string& source_name, const std::string& name) const {
+  if (!source.has(source_name)) fail(source.file(), ": missing ", source_name, " to copy");
+  if (H5Ocopy(source.id(), source_name.c_str(), h_.id(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT) < 0)
+    fail(file_, ": HDF5 failed to copy ", source.file(), ":", source_name, " to ", path_, "/", name);
+}
+
 Group Group::open_group(const std::string& name) const {
   const std::string p = path_ == "/" ? "/" + name : path_ + "/" + name;
   if (!has(name)) fail(file_, ": missing group ", p, " (incomplete file?)");

@@ -39,6 +39,9 @@ class Group {
   Group(Handle h, std::string path, std::string file) : h_(std::move(h)), path_(std::move(path)), file_(std::move(file)) {}
   Group create_group(const std::string& name) const;
   Group open_group(const std::string& name) const;
+  // Copies `source`'s member `source_name` (a group with everything under it, attributes
+  // included; possibly from another file) here as `name`.
+  void copy_from(const Group& source, const std::string& source_name, const std::string& name) const;
   bool has(const std::string& name) const;
   std::vector<std::string> children() const;
 
