@@ -10,7 +10,7 @@
 #include "core/progress.h"
 #include "core/selection.h"
 #include "dist/cluster.h"
-#include "dist/task_farm.h"
+#include "dist/work_queue.h"
 #include "dump/dump_writer.h"
 #include "eval/sweep_plan.h"
 #include "io/atomic_output.h"

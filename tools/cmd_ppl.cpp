@@ -203,17 +203,8 @@ Command register_ppl(CLI::App& app) {
               write_ppl_results(checkpoint.temp_path().string(), finished_runs(), prov, c.raw_json);
               checkpoint.commit();
             };
-            const std::vector<size_t> order = longest_first(all_runs, todo);
-            if (me.size > 1) {
-              run_distributed_sweep(model, all_runs, order, batch_used, plan_id, callbacks);
-              if (!leader) return 0;
-            } else {
-              size_t next = 0;
-              run_sweep(
-                  model, all_runs, batch_used,
-                  [&]() -> std::optional<size_t> { return next < order.size() ? std::optional<size_t>(order[next++]) : std::nullopt; },
-                  callbacks.on_tokens, callbacks.on_done);
-            }
+            run_distributed_sweep(model, all_runs, longest_first(all_runs, todo), batch_used, plan_id, callbacks);
+            if (!leader) return 0;
             const std::vector<PplRun> runs = finished_runs();
             progress.finish();
             const auto rows = summarise(runs);

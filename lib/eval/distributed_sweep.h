@@ -1,13 +1,15 @@
 #pragma once
 // A perplexity sweep over every rank of an MPI job (dist/cluster.h). Every rank plans the
 // same sweep; rank 0 hands out run indices one at a time as a rank's batch has room
-// (`order`: the runs still to do, longest first), and collects each finished run's output.
+// (`order`: the runs still to do, longest first; dist/work_queue.h), and collects each
+// finished run's output.
 // Each rank batches what it holds (eval/sweep.h), so a run's NLL is what it would be in a
 // single-process sweep, bit for bit: nothing about a run depends on its batch or its rank.
 //
 // Rank 0 decodes too: between its own steps it answers requests and takes in results, so on
 // a machine with as many cores as ranks no core waits on another. A rank that fails ends
 // the whole job (cluster::abort) after printing its message; nothing waits on a dead rank.
+// With one rank it is run_sweep over `order`.
 #include <cstdint>
 #include <functional>
 #include <string>
