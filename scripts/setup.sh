@@ -14,7 +14,7 @@ PACKAGES=(
   python3 python3-h5py python3-matplotlib python3-numpy
   bible-kjv
   clang libclang-rt-dev
-  libopenmpi-dev openmpi-bin
+  libopenmpi-dev openmpi-bin openssh-client
 )
 # Node runs the reference tokenizer in the tests. Debian's npm comes as its own package;
 # a Node installed from elsewhere (NodeSource) ships npm inside and conflicts with it.

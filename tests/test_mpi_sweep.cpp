@@ -82,11 +82,12 @@ TEST(PerturbWire, RoundTripsBitForBitAndRefusesDamage) {
 
 #ifdef KVSCOPE_TEST_MPIRUN
 
-// mpirun as the tests start it: as root if need be, more ranks than cores, and shared-memory
-// copies without ptrace (which containers often forbid).
+// mpirun as the tests start it: as root if need be, more ranks than cores, shared-memory
+// copies without ptrace (which containers often forbid), and ranks started locally without
+// an ssh agent (a fresh container may have none).
 std::vector<std::string> mpirun_args(int ranks, const std::vector<std::string>& kvscope_args) {
   std::vector<std::string> a{"--oversubscribe", "--allow-run-as-root", "--mca", "btl_vader_single_copy_mechanism", "none",
-                             "-np", std::to_string(ranks), KVSCOPE_BINARY};
+                             "--mca", "plm", "isolated", "-np", std::to_string(ranks), KVSCOPE_BINARY};
   a.insert(a.end(), kvscope_args.begin(), kvscope_args.end());
   return a;
 }
