@@ -267,6 +267,15 @@ TEST_F(MpiSweep, CommandsThatDoNotDistributeRefuseSeveralRanks) {
   const auto r = mpirun(2, {"score", p("m"), "--ids", p("doc0.txt")});
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.err.find("kvscope score runs as one process"), std::string::npos) << r.err;
+  // Help and usage errors are printed once, not once per rank.
+  const auto help = mpirun(3, {"ppl", "--help"});
+  EXPECT_EQ(help.code, 0);
+  ASSERT_NE(help.out.find("Usage"), std::string::npos) << help.out;
+  EXPECT_EQ(help.out.find("Usage"), help.out.rfind("Usage")) << help.out;
+  const auto usage = mpirun(3, {"ppl", p("m"), "--ids", p("doc0.txt"), "-o", p("u.h5"), "--batch", "0"});
+  EXPECT_NE(usage.code, 0);
+  ASSERT_NE(usage.err.find("--batch: 0 is not allowed"), std::string::npos) << usage.err;
+  EXPECT_EQ(usage.err.find("--batch: 0 is not allowed"), usage.err.rfind("--batch: 0 is not allowed")) << usage.err;
 }
 
 #else

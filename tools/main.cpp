@@ -68,6 +68,8 @@ int run_command(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    // Every rank of an MPI job parses the same command line; one of them speaks.
+    if (cluster::info().rank != 0) return e.get_exit_code() == 0 ? 0 : 2;
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
     // Bad usage gets kvscope's one-line format too, with where to look for what is allowed.
     std::fprintf(stderr, "kvscope: error: %s (see kvscope %s--help)\n", first_line(e.what()).c_str(),
