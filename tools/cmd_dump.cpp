@@ -14,7 +14,6 @@
 #include "dump/dump_writer.h"
 #include "eval/sweep_plan.h"
 #include "io/atomic_output.h"
-#include "model/device.h"
 #include "model/tokenizer.h"
 
 namespace kvscope::tools {
@@ -49,9 +48,7 @@ Command register_dump(CLI::App& app) {
               refuse_output_over_inputs(out, document_files(texts, ids));
               output.emplace(out, force);  // checks the destination before any work
             }
-            RuntimeOptions runtime = rt;
-            if (me.mpi) runtime.device = device_for_rank(rt.device, me.local_rank);
-            const LlamaModel model = load_model(model_dir, runtime);
+            const LlamaModel model = load_model(model_dir, rt);
             const ModelConfig& c = model.config();
             DumpOptions o;
             o.layers = parse_selection(layers, static_cast<int>(c.num_layers), "layer", "--layers");

@@ -17,7 +17,6 @@
 #include "io/atomic_output.h"
 #include "io/h5.h"
 #include "io/provenance.h"
-#include "model/device.h"
 
 namespace kvscope::tools {
 namespace {
@@ -96,9 +95,7 @@ Command register_perturb(CLI::App& app) {
               csv_path = sidecar_path(out, ".csv", force);
               refuse_output_over_inputs(csv_path, inputs);
             }
-            RuntimeOptions runtime = rt;
-            if (me.mpi) runtime.device = device_for_rank(rt.device, me.local_rank);
-            const LlamaModel model = load_model(model_dir, runtime);
+            const LlamaModel model = load_model(model_dir, rt);
             const ModelConfig& c = model.config();
             PerturbOptions o;
             o.at = at;

@@ -16,7 +16,6 @@
 #include "eval/sweep.h"
 #include "eval/sweep_plan.h"
 #include "io/atomic_output.h"
-#include "model/device.h"
 #include "settings_cli.h"
 
 namespace kvscope::tools {
@@ -58,13 +57,14 @@ int64_t choose_batch(const LlamaModel& model, const std::vector<SweepRun>& pendi
     memory.available_bytes = static_cast<int64_t>(0.9 * static_cast<double>(memory.available_bytes) / me.local_size);
   const int64_t batch_used = batch > 0 ? batch : default_sweep_batch(memory, pending.size());
   const int64_t lanes = std::max<int64_t>(1, std::min<int64_t>(batch_used, static_cast<int64_t>(pending.size())));
-  if (me.rank == 0)
-  std::fprintf(stderr, "ppl: batch %lld%s: weights %s + %lld x %s per run = %s%s\n", static_cast<long long>(batch_used),
-               me.size > 1 ? concat(" per rank, ", me.size, " ranks").c_str() : "",
-               format_bytes(memory.weights_bytes).c_str(), static_cast<long long>(lanes), format_bytes(memory.per_run_bytes).c_str(),
-               format_bytes(memory.total(lanes)).c_str(),
-               memory.available_bytes >= 0 ? concat(" of ", format_bytes(memory.available_bytes), " allowed").c_str()
-                                           : " (free device memory is not checked; --max-memory sets a limit)");
+  if (me.rank == 0) {
+    std::fprintf(stderr, "ppl: batch %lld%s: weights %s + %lld x %s per run = %s%s\n", static_cast<long long>(batch_used),
+                 me.size > 1 ? concat(" per rank, ", me.size, " ranks").c_str() : "",
+                 format_bytes(memory.weights_bytes).c_str(), static_cast<long long>(lanes), format_bytes(memory.per_run_bytes).c_str(),
+                 format_bytes(memory.total(lanes)).c_str(),
+                 memory.available_bytes >= 0 ? concat(" of ", format_bytes(memory.available_bytes), " allowed").c_str()
+                                             : " (free device memory is not checked; --max-memory sets a limit)");
+  }
   if (memory.available_bytes >= 0 && memory.total(lanes) > memory.available_bytes) {
     if (memory.total(1) > memory.available_bytes)
       fail("even one run needs about ", format_bytes(memory.total(1)), " but only ", format_bytes(memory.available_bytes),
@@ -116,9 +116,7 @@ Command register_ppl(CLI::App& app) {
               refuse_output_over_inputs(csv_path, inputs);
               refuse_output_over_inputs(md_path, inputs);
             }
-            RuntimeOptions runtime = rt;
-            if (me.mpi) runtime.device = device_for_rank(rt.device, me.local_rank);
-            const LlamaModel model = load_model(model_dir, runtime);
+            const LlamaModel model = load_model(model_dir, rt);
             const ModelConfig& c = model.config();
 
             std::vector<std::string> sources;
@@ -148,14 +146,15 @@ Command register_ppl(CLI::App& app) {
             prov.settings.stride = plan.stride;
             std::vector<PplRun> finished;
             std::error_code ec;
-            if (!leader) {
-            } else if (resume && std::filesystem::exists(resume_path, ec)) {
-              check_resumable(resume_path, prov);
-              finished = read_ppl_results(resume_path);
-            } else if (resume) {
-              std::fprintf(stderr, "ppl: --resume: no %s, starting from the beginning\n", resume_path.c_str());
-            } else if (std::filesystem::exists(resume_path, ec) && !force) {
-              fail(resume_path, ": an interrupted sweep left this; pass --resume to continue it or --force to start over");
+            if (leader) {  // the other ranks are handed only runs rank 0 has not finished
+              if (resume && std::filesystem::exists(resume_path, ec)) {
+                check_resumable(resume_path, prov);
+                finished = read_ppl_results(resume_path);
+              } else if (resume) {
+                std::fprintf(stderr, "ppl: --resume: no %s, starting from the beginning\n", resume_path.c_str());
+              } else if (std::filesystem::exists(resume_path, ec) && !force) {
+                fail(resume_path, ": an interrupted sweep left this; pass --resume to continue it or --force to start over");
+              }
             }
             std::vector<std::optional<PplRun>> results(plan.runs.size());
             int64_t done = 0;

@@ -12,10 +12,10 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <thread>
 
 #include "io/atomic_output.h"
 #include "io/input_file.h"
+#include "model/device.h"
 
 namespace kvscope::tools {
 namespace {
@@ -32,11 +32,11 @@ void add_runtime_options(CLI::App* cmd, RuntimeOptions& o) {
 }
 
 LlamaModel load_model(const std::string& model_dir, const RuntimeOptions& o) {
-  // The ranks of an MPI job on one node split its cores between them.
+  // The ranks of an MPI job on one node split its cores between them, and plain "cuda"
+  // becomes the rank's node-local GPU.
   const cluster::Info& me = cluster::info();
-  configure_threads(o.threads, o.blas_threads,
-                    std::max(1, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) / me.local_size));
-  return LlamaModel::load(model_dir, LoadOptions{o.device, o.dtype});
+  configure_threads(o.threads, o.blas_threads, std::max(1, machine_cores() / me.local_size));
+  return LlamaModel::load(model_dir, LoadOptions{me.mpi ? device_for_rank(o.device, me.local_rank) : o.device, o.dtype});
 }
 
 void add_input_options(CLI::App* cmd, InputOptions& o) {
@@ -277,15 +277,13 @@ CLI::Validator seed_value() {
 }
 
 CLI::Validator thread_count() {
-  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
   return CLI::Validator(
-      [cores](std::string& text) -> std::string {
+      [](std::string& text) -> std::string {
         std::string check = text;
         const std::string whole = at_least(0)(check);
         if (!whole.empty()) return whole;
-        if (std::stoll(text) > cores)
-          return concat(text, " is not allowed: this machine has ", cores, " cores; more threads than cores only wait on each other");
-        return std::string();
+        const std::string refusal = thread_count_refusal(std::stoll(text));
+        return refusal.empty() ? refusal : concat(text, " is not allowed: ", refusal);
       },
       "", "");
 }

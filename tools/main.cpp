@@ -29,7 +29,6 @@ int report_error(const std::string& message) {
     kvscope::cluster::abort(1);
   }
   std::fprintf(stderr, "kvscope: error: %s\n", message.c_str());
-  kvscope::cluster::finalize();
   return 1;
 }
 
@@ -81,9 +80,12 @@ int run_command(int argc, char** argv) {
       if (!command.app->parsed()) continue;
       if (cluster::info().size > 1 && !command.distributed) {
         // Every rank sees the same command line and stops here; one of them says why.
+        std::string distributed;
+        for (const auto& c : commands)
+          if (c.distributed) distributed += (distributed.empty() ? "" : ", ") + c.app->get_name();
         if (cluster::info().rank == 0)
-          std::fprintf(stderr, "kvscope: error: kvscope %s runs as one process; of the commands, ppl shares its work across MPI ranks: "
-                       "start this one without mpirun or srun\n", command.app->get_name().c_str());
+          std::fprintf(stderr, "kvscope: error: kvscope %s runs as one process (%s share their work across MPI ranks): "
+                       "start it without mpirun or srun\n", command.app->get_name().c_str(), distributed.c_str());
         return 1;
       }
       return command.run();
