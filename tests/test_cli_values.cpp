@@ -70,6 +70,9 @@ std::vector<std::string> catalogue_values(const OptionCase& c) {
   return v;
 }
 
+// passkey and needle need a model with a tokenizer.
+const std::string kEmbeddedModel = std::string(KVSCOPE_SOURCE_DIR) + "/data/models/tinybooks";
+
 // The random model bench and random-model build: one layer, small enough to start in moments.
 const std::string kTinySpec = "layers=1,hidden=32,mlp=48,heads=2,kv_heads=1,vocab=64,context=64";
 
@@ -197,6 +200,23 @@ std::map<std::string, std::vector<OptionCase>> catalogue() {
   for (auto& option : c["train"])
     if (option.option == "--steps") option.reduced = true;
   c["tokenize"] = {};
+  // passkey and needle share ppl's cache settings (one validator set, tried in full on ppl).
+  const std::vector<OptionCase> cache_settings = {
+      {"--policy", Kind::List, {}, {}, "", {}, true}, {"--budget", Kind::List, {}, {}, "", {}, true},
+      {"--weighting", Kind::List, {}, {}, "", {}, true}, {"--receiver", Kind::Text, {}, {}, "", {}, true},
+      {"--sinks", Kind::Whole, {}, {}, "", {}, true}, {"--recent", Kind::Whole, {}, {}, "", {}, true},
+      {"--seed", Kind::Whole, {}, {}, "", {}, true}, {"--skip-layers", Kind::List, {}, {}, "", {}, true},
+      {"--cam-merge", Kind::Whole, {}, {}, "", {}, true}, {"--positions", Kind::Text, {}, {}, "", {}, true},
+      {"--aggregation", Kind::Text, {}, {}, "", {}, true}, {"--prefill-chunk", Kind::Whole, {}, {}, "", {}, true}};
+  const std::vector<OptionCase> retrieval = with(
+      {{"--lengths", Kind::List, {"300", "250,300"}, {"1.5", "16", "4097", "100000000", "300,0300"}, "300"},
+       {"--depths", Kind::List, {"0", "0.5", "0,1"}, {"1.5", "-0.1", "0.5,0.50", "1e400"}, "0.5"},
+       {"--key-seeds", Kind::List, {"0", "1000000000"}, {"1.5", "0,00", "99999999999999999999"}, "0"},
+       {"--compress", Kind::Text, {"decode"}, {"nan", "prefill,decode"}}},
+      with(cache_settings, runtime));
+  c["passkey"] = with(retrieval, {{"--digits", Kind::Whole, {"1", "18"}, {"19", "1000000000"}}});
+  c["needle"] = with(retrieval, {{"--digits", Kind::Whole, {"1", "18"}, {"19", "1000000000"}},
+                                 {"--needle-name", Kind::Text, {"Elinor"}, {"two words"}}});
   return c;
 }
 
@@ -240,6 +260,12 @@ class ValueCatalogue : public ::testing::TestWithParam<std::string> {
     }
     if (command == "perturb") return {"perturb", p("m"), "--ids", p("ids.txt"), "-o", fresh("perturb") + ".h5", "--at", "10", "--steps", "5"};
     if (command == "bench") return {"bench", "--random", kTinySpec, "--prefill", "8", "--context", "16", "--decode", "2", "--repeat", "1"};
+    if (command == "passkey" || command == "needle") {
+      std::vector<std::string> args{command, kEmbeddedModel, "-o", fresh(command) + ".h5", "--lengths", "300", "--depths", "0.5",
+                                    "--key-seeds", "0", "--policy", "streaming", "--budget", "64"};
+      if (command == "needle") args.insert(args.end(), {"--haystack", p("train.txt")});
+      return args;
+    }
     if (command == "random-model") return {"random-model", fresh("random"), "--spec", kTinySpec};
     if (command == "train") {
       return {"train", "--train", p("train.txt"), "--eval", p("train.txt"), "-o", fresh("trained"), "--vocab", "300",
@@ -303,8 +329,8 @@ TEST_P(ValueCatalogue, EveryValueIsHonouredOrRefusedByName) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Commands, ValueCatalogue,
-                         ::testing::Values("info", "score", "generate", "dump", "spectrum", "l2corr", "ppl", "perturb", "bench",
-                                           "random-model", "train", "tokenize"),
+                         ::testing::Values("info", "score", "generate", "dump", "spectrum", "l2corr", "ppl", "passkey", "needle", "perturb",
+                                           "bench", "random-model", "train", "tokenize"),
                          [](const auto& info) {
                            std::string name = info.param;
                            name.erase(std::remove(name.begin(), name.end(), '-'), name.end());
@@ -312,7 +338,7 @@ INSTANTIATE_TEST_SUITE_P(Commands, ValueCatalogue,
                          });
 
 // Options whose values are files or free text: the bad-input catalogue covers them.
-const std::set<std::string> kPathOptions{"--text", "--ids", "--out", "--prompt", "--train", "--eval"};
+const std::set<std::string> kPathOptions{"--text", "--ids", "--out", "--prompt", "--train", "--eval", "--haystack"};
 
 TEST(ValueCatalogueCompleteness, CatalogueCoversEveryOption) {
   const auto all = catalogue();

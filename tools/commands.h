@@ -24,6 +24,8 @@ Command register_bench(CLI::App& app);
 Command register_random_model(CLI::App& app);
 Command register_dump(CLI::App& app);
 Command register_ppl(CLI::App& app);
+Command register_passkey(CLI::App& app);
+Command register_needle(CLI::App& app);
 Command register_spectrum(CLI::App& app);
 Command register_l2corr(CLI::App& app);
 Command register_perturb(CLI::App& app);

@@ -61,7 +61,7 @@ int run_command(int argc, char** argv) {
   const tools::Command commands[] = {tools::register_info(app), tools::register_score(app),
                                      tools::register_generate(app), tools::register_bench(app),
                                      tools::register_random_model(app), tools::register_dump(app), tools::register_ppl(app),
-                                     tools::register_spectrum(app), tools::register_l2corr(app),
+                                     tools::register_passkey(app), tools::register_needle(app), tools::register_spectrum(app), tools::register_l2corr(app),
                                      tools::register_perturb(app), tools::register_train(app),
                                      tools::register_tokenize(app)};
   try {

@@ -1,8 +1,10 @@
 #pragma once
 // Command-line options from a settings struct's for_each (eval/sweep_plan.h): each setting
-// becomes one option with its help, its range or choices, and its default shown.
+// becomes one option with its help, its range or choices, and its default shown. `only`,
+// when not empty, names the settings a command exposes (the others keep their defaults).
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -12,9 +14,14 @@
 
 namespace kvscope::tools {
 
+inline bool exposed(const std::vector<std::string>& only, const char* name) {
+  return only.empty() || std::find(only.begin(), only.end(), name) != only.end();
+}
+
 template <typename Settings>
-void add_setting_options(CLI::App* cmd, Settings& settings) {
-  settings.for_each([cmd](auto& value, const SettingInfo& info) {
+void add_setting_options(CLI::App* cmd, Settings& settings, const std::vector<std::string>& only = {}) {
+  settings.for_each([cmd, &only](auto& value, const SettingInfo& info) {
+    if (!exposed(only, info.name)) return;
     using T = std::decay_t<decltype(value)>;
     const std::string flag = std::string("--") + info.name;
     if constexpr (std::is_same_v<T, bool>) {
@@ -36,10 +43,10 @@ void add_setting_options(CLI::App* cmd, Settings& settings) {
 
 // The settings given on the command line, by name (SweepSettings' `given`).
 template <typename Settings>
-std::vector<std::string> given_settings(CLI::App* cmd, Settings& settings) {
+std::vector<std::string> given_settings(CLI::App* cmd, Settings& settings, const std::vector<std::string>& only = {}) {
   std::vector<std::string> given;
   settings.for_each([&](auto&, const SettingInfo& info) {
-    if (cmd->count(std::string("--") + info.name) > 0) given.push_back(info.name);
+    if (exposed(only, info.name) && cmd->count(std::string("--") + info.name) > 0) given.push_back(info.name);
   });
   return given;
 }

@@ -264,19 +264,27 @@ void PolicyCache::observe_attention_tensors(Layer& l, const at::Tensor& probs) {
 void PolicyCache::decide_and_apply(int layer_index, const at::Tensor& probs) {
   Layer& l = layers_[layer_index];
   const int64_t KV = config_.num_kv_heads;
-  if (!policy_->compresses_layer(layer_index)) return;
-  const int64_t n = size(layer_index);
-  if (n <= budget_) return;
-  if (n > budget_ + 1) {
+  if (!policy_->compresses_layer(layer_index) || compression_ == Compression::Hold) return;
+  int64_t n = size(layer_index);
+  if (n > budget_ + 1 && compression_ == Compression::EachCall) {
     fail("cache over budget by ", n - budget_, " tokens after one call: prefill at most the budget, then decode");
   }
-  std::vector<Decision> decisions(KV);
-  policy_->decide(layer_index, l.heads, LayerStep(l.k, &probs, static_cast<int>(config_.num_heads)), decisions);
-  // The budget holds per head: a head that is not over it keeps its tokens.
-  for (int64_t h = 0; h < KV; ++h)
-    if (l.heads[h].size() <= budget_) decisions[h] = Decision{};
-  if (decision_observer_) decision_observer_->on_decisions(layer_index, l.heads, decisions, l.v, probs);
-  apply(layer_index, decisions);
+  // One token leaves each over-budget head per decision, as in decoding; a cut repeats this
+  // (methods §2.9), every decision seeing the call's attention and the cache as the previous
+  // ones left it.
+  const LayerStep step(l.k, &probs, static_cast<int>(config_.num_heads));
+  while (n > budget_) {
+    std::vector<Decision> decisions(KV);
+    policy_->decide(layer_index, l.heads, step, decisions);
+    // The budget holds per head: a head that is not over it keeps its tokens.
+    for (int64_t h = 0; h < KV; ++h)
+      if (l.heads[h].size() <= budget_) decisions[h] = Decision{};
+    if (decision_observer_) decision_observer_->on_decisions(layer_index, l.heads, decisions, l.v, probs);
+    apply(layer_index, decisions);
+    const int64_t after = size(layer_index);
+    if (after >= n) fail("internal: the policy left a head over budget unchanged");
+    n = after;
+  }
 }
 
 void PolicyCache::apply(int layer_index, const std::vector<Decision>& decisions) {

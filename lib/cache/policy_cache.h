@@ -21,6 +21,14 @@ namespace kvscope {
 
 class Rope;
 
+// When the policy brings a layer back to its budget.
+enum class Compression {
+  EachCall,   // after every forward call; a call may add at most one token over the budget (decoding)
+  Hold,       // never: the cache grows past its budget (a prompt fed in chunks before a cut)
+  CutToBudget,  // after each call, one decision at a time until every head is within budget,
+                // the call's attention available to each (kvscope passkey --compress prefill)
+};
+
 struct PolicyCacheConfig {
   int64_t num_layers = 0, num_heads = 0, num_kv_heads = 0, head_dim = 0;
   at::ScalarType dtype = at::kFloat;
@@ -68,6 +76,7 @@ class PolicyCache final : public KvCache {
   // Deep copy (the policy object is shared: copies of a cache made mid-run share its RNG).
   PolicyCache clone() const;
   void set_decision_observer(DecisionObserver* o) { decision_observer_ = o; }
+  void set_compression(Compression c) { compression_ = c; }
 
   const HeadCells& cells(int layer, int head) const { return layers_[layer].heads[head]; }
   // Checks every head's metadata invariants (HeadCells::check_invariants).
@@ -110,6 +119,7 @@ class PolicyCache final : public KvCache {
   std::vector<Layer> layers_;
   DecisionObserver* decision_observer_ = nullptr;
   double policy_seconds_ = 0.0;
+  Compression compression_ = Compression::EachCall;
 };
 
 }  // namespace kvscope

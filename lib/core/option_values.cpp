@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
+#include <cstdlib>
 
 #include "core/error.h"
 
@@ -38,6 +40,15 @@ int64_t parse_whole(const std::string& text, const std::string& option, int64_t 
   }
   if (value < min) fail(option, " ", text, ": must be at least ", min);
   if (value > max) fail(option, " ", text, ": must be at most ", max);
+  return value;
+}
+
+double parse_real(const std::string& text, const std::string& option, double min, double max) {
+  const char* begin = text.c_str();
+  char* end = nullptr;
+  const double value = text.empty() || std::isspace(static_cast<unsigned char>(text[0])) ? NAN : std::strtod(begin, &end);
+  if (!std::isfinite(value) || end != begin + text.size()) fail(option, " '", text, "': expected a finite number");
+  if (value < min || value > max) fail(option, " ", text, ": must be between ", min, " and ", max);
   return value;
 }
 

@@ -17,4 +17,8 @@ std::vector<std::string> split_option_list(const std::string& text, const std::s
 int64_t parse_whole(const std::string& text, const std::string& option, int64_t min = std::numeric_limits<int64_t>::min(),
                     int64_t max = std::numeric_limits<int64_t>::max());
 
+// A finite real number in [min, max], the whole text consumed ("0.5", "1e-1"); "nan",
+// "inf", "0.5x" and values outside the range are refused.
+double parse_real(const std::string& text, const std::string& option, double min, double max);
+
 }  // namespace kvscope
