@@ -61,6 +61,39 @@ ax.set_title(f"Perplexity against cache budget (95% CI)\n{caption}")
 ax.legend(fontsize=8, ncol=2)
 kr.save(fig, args.out, "ppl_vs_budget")
 
+# %% Perplexity difference from the full cache against budget, with paired bootstrap 95%
+# intervals (methods §5.1): every run scores the same tokens as the full cache, so the
+# variation they share cancels and differences the unpaired intervals above hide show.
+rows = [f["summary"][k] for k in sorted(f["summary"].keys(), key=int)] if "summary" in f else []
+paired = collections.OrderedDict()  # (policy, weighting) -> [(budget, delta, low, high)]
+for r in rows:
+    if "paired_delta_ppl" in r.attrs:
+        paired.setdefault((kr.attr(r, "policy"), kr.attr(r, "weighting")), []).append(
+            (int(r.attrs["budget"]), r.attrs["paired_delta_ppl"], r.attrs["paired_ci_low"], r.attrs["paired_ci_high"]))
+fig, ax = plt.subplots(figsize=(6.4, 4.0))
+for j, ((policy, weighting), points) in enumerate(paired.items()):
+    points.sort()
+    b = np.array([p[0] for p in points], dtype=float)
+    y = np.array([p[1] for p in points])
+    err = np.array([[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]])
+    label = policy + (f" ({weighting})" if weighting and weighting != "avg-attention" else "")
+    offset = 2 ** (0.06 * (j - (len(paired) - 1) / 2))
+    ax.errorbar(b * offset, y, yerr=err, marker=MARKERS[j % len(MARKERS)], capsize=2,
+                linestyle="-" if policy == "weightedkv" else "--", color=kr.PALETTE[j % len(kr.PALETTE)], label=label,
+                markersize=4, linewidth=1.2)
+ax.axhline(0, color="black", linewidth=1)
+ax.set_xscale("log", base=2)
+ax.set_xlabel("cache budget (tokens)")
+ax.set_ylabel("PPL - PPL(full cache)")
+blocks = int(kr.attr(f, "bootstrap-block", 1) or 1)
+ax.set_title(f"Perplexity cost of each policy (paired bootstrap 95% CI, {kr.attr(f, 'bootstrap')} resamples, "
+             f"blocks of {blocks})\n{caption}")
+if paired:
+    ax.legend(fontsize=8, ncol=2)
+else:
+    ax.text(0.5, 0.5, "no full-cache run in this sweep: nothing to pair with", transform=ax.transAxes, ha="center")
+kr.save(fig, args.out, "ppl_delta_vs_budget")
+
 # %% Log perplexity against position: WeightedKV against its eviction ablation, smallest budget.
 fig, ax = plt.subplots(figsize=(6.0, 3.6))
 budgets = sorted({int(r.attrs["budget"]) for r in runs if kr.attr(r, "policy") == "weightedkv"})

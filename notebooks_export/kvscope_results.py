@@ -20,8 +20,9 @@ SCHEMAS = {
     "kvscope.dump": 1,
     "kvscope.spectrum": 1,
     "kvscope.l2corr": 1,
-    "kvscope.ppl": 2,
+    "kvscope.ppl": 3,
     "kvscope.perturb": 2,
+    "kvscope.retrieval": 1,
 }
 
 # Okabe-Ito: distinguishable under the common colour-vision deficiencies.

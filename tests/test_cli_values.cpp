@@ -144,6 +144,9 @@ std::map<std::string, std::vector<OptionCase>> catalogue() {
        {"--stride", Kind::Whole, {"0", "20"}, {"21"}, "", {"--protocol", "sliding", "--window", "20"}},
        {"--prefill-chunk", Kind::Whole, {"1000000000"}},
        {"--batch", Kind::Whole, {"1000000000"}},
+       {"--bootstrap", Kind::Whole, {"0", "100000"}, {"100001", "1000000000"}},
+       {"--bootstrap-seed", Kind::Whole, {"0", "18446744073709551615"}, {"18446744073709551616"}},
+       {"--bootstrap-block", Kind::Whole, {"1", "1000000000"}},
        {"--max-memory", Kind::Text, {"8G", "1.5GiB"}, {"0", "-1", "nan", "inf", "1e400", "0G", "-1G", "8X", "99999999999999999999G", "1K"}}},
       runtime);
   c["perturb"] = with({{"--at", Kind::Whole, {}, {"2", "39", "1000000000"}},

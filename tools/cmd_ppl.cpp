@@ -199,21 +199,21 @@ Command register_ppl(CLI::App& app) {
               results[j] = to_ppl_run(pr, sources[pr.document], std::move(r));
               // Finished runs are saved as each one ends, so an interrupted sweep can resume.
               AtomicOutput checkpoint(resume_path, true);
-              write_ppl_results(checkpoint.temp_path().string(), finished_runs(), prov, c.raw_json);
+              write_ppl_results(checkpoint.temp_path().string(), finished_runs(), prov, c.raw_json, /*summary=*/nullptr);
               checkpoint.commit();
             };
             run_distributed_sweep(model, all_runs, longest_first(all_runs, todo), batch_used, plan_id, callbacks);
             if (!leader) return 0;
             const std::vector<PplRun> runs = finished_runs();
             progress.finish();
-            const auto rows = summarise(runs);
+            const auto rows = summarise(runs, bootstrap_options(settings));
             const std::string caption =
                 concat("Perplexity of ", model_dir, " on ", docs.size(), " document(s), protocol ", settings.protocol,
                        settings.protocol == "stream" ? "" : concat(" (window ", settings.window, ", stride ", plan.stride, ")"),
                        ", positions ", settings.positions, ", sinks ", settings.sinks, ".");
             const std::string md = markdown_table(rows, caption);
             std::printf("%s", md.c_str());
-            write_ppl_results(output->temp_path().string(), runs, prov, c.raw_json);
+            write_ppl_results(output->temp_path().string(), runs, prov, c.raw_json, &rows);
             output->commit();
             std::filesystem::remove(resume_path, ec);
             write_text_file(csv_path, csv_table(rows));

@@ -31,7 +31,7 @@ void add_setting_options(CLI::App* cmd, Settings& settings, const std::vector<st
       if constexpr (std::is_unsigned_v<T>) {
         opt->check(seed_value());
       } else if constexpr (std::is_integral_v<T>) {
-        opt->check(at_least(info.min));
+        opt->check(at_least(info.min, info.max));
       } else if (!info.choices.empty()) {
         opt->check(CLI::IsMember(info.choices));
       } else {

@@ -13,7 +13,41 @@
 
 namespace kvscope {
 
-std::vector<PplRow> summarise(const std::vector<PplRun>& runs) {
+namespace {
+
+// The full-cache run of each document, by document index; refuses a pair scored on other tokens.
+std::map<int64_t, const PplRun*> full_runs(const std::vector<PplRun>& runs) {
+  std::map<int64_t, const PplRun*> full;
+  for (const PplRun& r : runs)
+    if (r.budget_label == "full") full[r.document] = &r;
+  for (const PplRun& r : runs) {
+    const auto it = full.find(r.document);
+    if (it != full.end() && r.token_index != it->second->token_index) {
+      fail("internal: run ", r.policy, " ", r.budget_label, " scored other tokens than the full cache on document ", r.document);
+    }
+  }
+  return full;
+}
+
+}  // namespace
+
+BootstrapOptions bootstrap_options(const SweepSettings& s) { return BootstrapOptions{s.bootstrap, s.bootstrap_seed, s.bootstrap_block}; }
+
+std::vector<std::optional<PplDifference>> paired_per_run(const std::vector<PplRun>& runs, const BootstrapOptions& bootstrap) {
+  const auto full = full_runs(runs);
+  std::vector<std::optional<PplDifference>> out(runs.size());
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const auto it = full.find(runs[i].document);
+    if (runs[i].budget_label == "full" || it == full.end()) continue;
+    out[i] = paired_ppl_difference({runs[i].nll}, {it->second->nll}, bootstrap);
+  }
+  return out;
+}
+
+std::vector<PplRow> summarise(const std::vector<PplRun>& runs, const BootstrapOptions& bootstrap) {
+  const auto full = full_runs(runs);
+  std::vector<std::vector<std::vector<double>>> run_docs, full_docs;  // per row: the run's and the full cache's NLL per document
+  std::vector<bool> pairable;
   std::vector<PplRow> rows;
   std::map<std::string, size_t> index;
   std::vector<std::vector<double>> pooled;
@@ -22,12 +56,27 @@ std::vector<PplRow> summarise(const std::vector<PplRun>& runs) {
     const std::string key = r.policy + "|" + r.budget_label + "|" + r.weighting;
     if (!index.count(key)) {
       index[key] = rows.size();
-      rows.push_back(PplRow{r.policy, r.budget_label, r.weighting, r.budget});
+      PplRow row;
+      row.policy = r.policy;
+      row.budget_label = r.budget_label;
+      row.weighting = r.weighting;
+      row.budget = r.budget;
+      rows.push_back(row);
       pooled.emplace_back();
       seconds.push_back(0);
       policy.push_back(0);
+      run_docs.emplace_back();
+      full_docs.emplace_back();
+      pairable.push_back(r.budget_label != "full");
     }
     const size_t i = index[key];
+    const auto reference = full.find(r.document);
+    if (reference == full.end()) {
+      pairable[i] = false;
+    } else {
+      run_docs[i].push_back(r.nll);
+      full_docs[i].push_back(reference->second->nll);
+    }
     pooled[i].insert(pooled[i].end(), r.nll.begin(), r.nll.end());
     seconds[i] += r.seconds;
     policy[i] += r.policy_seconds;
@@ -47,6 +96,7 @@ std::vector<PplRow> summarise(const std::vector<PplRun>& runs) {
     rows[i].ppl_high = std::exp(mean + 1.96 * se);
     rows[i].tokens_per_second = seconds[i] > 0 ? n / seconds[i] : 0.0;
     rows[i].policy_us_per_token = n > 0 ? 1e6 * policy[i] / n : 0.0;
+    if (pairable[i]) rows[i].paired = paired_ppl_difference(run_docs[i], full_docs[i], bootstrap);
   }
   return rows;
 }
@@ -54,12 +104,14 @@ std::vector<PplRow> summarise(const std::vector<PplRun>& runs) {
 std::string markdown_table(const std::vector<PplRow>& rows, const std::string& caption) {
   std::ostringstream o;
   if (!caption.empty()) o << caption << "\n\n";
-  o << "| policy | budget | weighting | PPL | 95% CI | mean NLL | tokens | max cache | tok/s | cache us/tok |\n";
-  o << "|---|---|---|---|---|---|---|---|---|---|\n";
-  char buf[512];
+  o << "| policy | budget | weighting | PPL | 95% CI | PPL - full | paired 95% CI | mean NLL | tokens | max cache | tok/s | cache us/tok |\n";
+  o << "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  char buf[512], paired[128];
   for (const PplRow& r : rows) {
-    std::snprintf(buf, sizeof(buf), "| %s | %s | %s | %.3f | %.3f-%.3f | %.4f | %lld | %lld | %.1f | %.1f |\n", r.policy.c_str(),
-                  r.budget_label.c_str(), r.weighting.empty() ? "-" : r.weighting.c_str(), r.ppl, r.ppl_low, r.ppl_high,
+    if (r.paired) std::snprintf(paired, sizeof(paired), "%+.3f | %+.3f to %+.3f", r.paired->delta_ppl, r.paired->low, r.paired->high);
+    else std::snprintf(paired, sizeof(paired), "- | -");
+    std::snprintf(buf, sizeof(buf), "| %s | %s | %s | %.3f | %.3f-%.3f | %s | %.4f | %lld | %lld | %.1f | %.1f |\n", r.policy.c_str(),
+                  r.budget_label.c_str(), r.weighting.empty() ? "-" : r.weighting.c_str(), r.ppl, r.ppl_low, r.ppl_high, paired,
                   r.mean_nll, static_cast<long long>(r.tokens), static_cast<long long>(r.max_cache), r.tokens_per_second,
                   r.policy_us_per_token);
     o << buf;
@@ -69,11 +121,14 @@ std::string markdown_table(const std::vector<PplRow>& rows, const std::string& c
 
 std::string csv_table(const std::vector<PplRow>& rows) {
   std::ostringstream o;
-  o << "policy,budget,weighting,ppl,ppl_ci_low,ppl_ci_high,mean_nll,tokens,max_cache,tokens_per_second,cache_us_per_token\n";
-  char buf[512];
+  o << "policy,budget,weighting,ppl,ppl_ci_low,ppl_ci_high,ppl_minus_full,paired_ci_low,paired_ci_high,mean_nll,tokens,max_cache,"
+       "tokens_per_second,cache_us_per_token\n";
+  char buf[512], paired[128];
   for (const PplRow& r : rows) {
-    std::snprintf(buf, sizeof(buf), "%s,%s,%s,%.6f,%.6f,%.6f,%.6f,%lld,%lld,%.3f,%.3f\n", r.policy.c_str(), r.budget_label.c_str(),
-                  r.weighting.c_str(), r.ppl, r.ppl_low, r.ppl_high, r.mean_nll, static_cast<long long>(r.tokens),
+    if (r.paired) std::snprintf(paired, sizeof(paired), "%.6f,%.6f,%.6f", r.paired->delta_ppl, r.paired->low, r.paired->high);
+    else std::snprintf(paired, sizeof(paired), ",,");
+    std::snprintf(buf, sizeof(buf), "%s,%s,%s,%.6f,%.6f,%.6f,%s,%.6f,%lld,%lld,%.3f,%.3f\n", r.policy.c_str(), r.budget_label.c_str(),
+                  r.weighting.c_str(), r.ppl, r.ppl_low, r.ppl_high, paired, r.mean_nll, static_cast<long long>(r.tokens),
                   static_cast<long long>(r.max_cache), r.tokens_per_second, r.policy_us_per_token);
     o << buf;
   }
@@ -116,7 +171,7 @@ struct SettingComparer {
 }  // namespace
 
 void write_ppl_results(const std::string& path, const std::vector<PplRun>& runs, const PplProvenance& p,
-                       const std::string& model_config_json) {
+                       const std::string& model_config_json, const std::vector<PplRow>* summary) {
   h5::File file = h5::File::create(path);
   {
     const h5::Group root = file.root();
@@ -130,10 +185,18 @@ void write_ppl_results(const std::string& path, const std::vector<PplRun>& runs,
     for (const auto& s : p.sources) sources += (sources.empty() ? "" : "\n") + s;
     root.set_attr("sources", sources);
     root.set_attr("num_runs", static_cast<int64_t>(runs.size()));
+    const BootstrapOptions bootstrap = bootstrap_options(p.settings);
+    const auto paired = summary ? paired_per_run(runs, bootstrap) : std::vector<std::optional<PplDifference>>(runs.size());
     const h5::Group group = root.create_group("runs");
     for (size_t i = 0; i < runs.size(); ++i) {
       const PplRun& r = runs[i];
       const h5::Group g = group.create_group(std::to_string(i));
+      if (paired[i]) {
+        g.set_attr("paired_delta_ppl", paired[i]->delta_ppl);
+        g.set_attr("paired_ci_low", paired[i]->low);
+        g.set_attr("paired_ci_high", paired[i]->high);
+        g.set_attr("paired_delta_nll", paired[i]->delta_nll);
+      }
       g.set_attr("policy", r.policy);
       g.set_attr("key", r.key);
       g.set_attr("budget_label", r.budget_label);
@@ -158,6 +221,28 @@ void write_ppl_results(const std::string& path, const std::vector<PplRun>& runs,
         pg.create_dataset("head", {m}, h5::Stored::Int64, "event").write_block({0}, {m}, r.perturbation_head.data());
         pg.create_dataset("relative_change", {m}, h5::Stored::Float64, "event").write_block({0}, {m}, r.perturbation_relative_change.data());
         pg.create_dataset("cosine", {m}, h5::Stored::Float64, "event").write_block({0}, {m}, r.perturbation_cosine.data());
+      }
+    }
+    // The rows of the table, pooled over documents, with their paired differences.
+    const std::vector<PplRow> rows = summary ? *summary : std::vector<PplRow>{};
+    const h5::Group summary = root.create_group("summary");
+    summary.set_attr("num_rows", static_cast<int64_t>(rows.size()));
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const PplRow& row = rows[i];
+      const h5::Group g = summary.create_group(std::to_string(i));
+      g.set_attr("policy", row.policy);
+      g.set_attr("budget_label", row.budget_label);
+      g.set_attr("budget", row.budget);
+      g.set_attr("weighting", row.weighting);
+      g.set_attr("ppl", row.ppl);
+      g.set_attr("ppl_ci_low", row.ppl_low);
+      g.set_attr("ppl_ci_high", row.ppl_high);
+      g.set_attr("tokens", row.tokens);
+      if (row.paired) {
+        g.set_attr("paired_delta_ppl", row.paired->delta_ppl);
+        g.set_attr("paired_ci_low", row.paired->low);
+        g.set_attr("paired_ci_high", row.paired->high);
+        g.set_attr("paired_delta_nll", row.paired->delta_nll);
       }
     }
     mark_complete(root);

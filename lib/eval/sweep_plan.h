@@ -23,6 +23,7 @@ struct SettingInfo {
   std::vector<std::string> choices{};  // strings: allowed values (empty: any)
   bool list = false;            // comma-separated, no empty or duplicate items
   unsigned read_by = 0;         // PolicyOption bits: refused when no run of the sweep reads it
+  int64_t max = INT64_MAX;      // integers: largest value allowed
 };
 
 struct SweepSettings {
@@ -44,6 +45,9 @@ struct SweepSettings {
   bool no_prefill = false;
   int64_t prefill_chunk = 256;
   bool log_perturbation = false;
+  int64_t bootstrap = 1000;
+  uint64_t bootstrap_seed = 0;
+  int64_t bootstrap_block = 1;
 
   template <typename Visitor>
   void for_each(Visitor&& v);
@@ -113,6 +117,12 @@ void SweepSettings::for_each(Visitor&& v) {
   v(log_perturbation, SettingInfo{"log-perturbation",
                                   "record, for every eviction or merge, the exact change of each affected head's attention output at that step",
                                   true});
+  v(bootstrap, SettingInfo{"bootstrap", "bootstrap resamples for the paired intervals of each run's PPL difference from the full cache (0: none)",
+                           false, 0, {}, false, 0, 100000});
+  v(bootstrap_seed, SettingInfo{"bootstrap-seed", "seed of the bootstrap resamples", false, 0});
+  v(bootstrap_block, SettingInfo{"bootstrap-block",
+                                 "tokens per resampled block (1: tokens resampled independently; longer blocks respect their dependence)",
+                                 false, 1});
 }
 
 }  // namespace kvscope

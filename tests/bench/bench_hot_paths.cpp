@@ -199,7 +199,7 @@ void BM_GatherResumeRewrite(benchmark::State& state) {
   }
   PplProvenance prov{"model", "kvscope ppl", SweepSettings{}, {"doc"}};
   const std::string path = (std::filesystem::temp_directory_path() / "kvscope-bench-resume.h5").string();
-  for (auto _ : state) write_ppl_results(path, runs, prov, "{}");
+  for (auto _ : state) write_ppl_results(path, runs, prov, "{}", nullptr);
   std::filesystem::remove(path);
 }
 BENCHMARK(BM_GatherResumeRewrite)->Arg(1)->Arg(50)->Arg(100)->Unit(benchmark::kMillisecond);

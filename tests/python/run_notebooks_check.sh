@@ -22,9 +22,12 @@ R="$WORK/results"
 "$KV" l2corr "$R/dump.h5" -o "$R/l2corr.h5" >/dev/null 2>&1
 "$KV" ppl "$MODEL" "${INPUT[@]}" --max-tokens 200 --budget 32,64 --policy full,streaming,h2o,weightedkv,weightedkv-evict -o "$R/ppl.h5" >/dev/null 2>&1
 "$KV" perturb "$MODEL" "${INPUT[@]}" --at 40 --steps 50 --weighting avg-attention,uniform,evict -o "$R/perturb.h5" >/dev/null 2>&1
+# Passkey needs a tokenizer, which the random fallback lacks: the embedded model has one.
+"$KV" passkey "$ROOT/data/models/tinybooks" --lengths 256,400 --depths 0,0.5,1 --key-seeds 0 --policy full,streaming,weightedkv --budget 64 \
+  -o "$R/passkey.h5" >/dev/null 2>&1
 bash "$ROOT/notebooks_export/make_figures.sh" "$R" "$WORK/figures" >/dev/null
 for fig in spectra_normalized spectra_per_layer spectra_effective_rank l2_alr_heatmap l2_spearman_heatmap l2_attention_loss \
-           ppl_vs_budget ppl_vs_position perturb_cosine_vs_steps perturb_summary; do
+           ppl_vs_budget ppl_delta_vs_budget ppl_vs_position perturb_cosine_vs_steps perturb_summary passkey_heatmap; do
   for ext in png pdf; do
     [[ -s "$WORK/figures/$fig.$ext" ]] || { echo "missing or empty: $fig.$ext"; exit 1; }
   done
@@ -37,4 +40,4 @@ if msg=$(/usr/bin/python3 "$ROOT/notebooks_export/01_spectra.py" --spectrum "$WO
   echo "a version-2 file was accepted"; exit 1
 fi
 grep -q "schema version 2; these notebooks read version 1" <<<"$msg" || { echo "unclear refusal: $msg"; exit 1; }
-echo "notebooks: 10 figures as PNG and PDF, and a foreign schema version refused"
+echo "notebooks: 12 figures as PNG and PDF, and a foreign schema version refused"
