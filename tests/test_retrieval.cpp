@@ -175,10 +175,9 @@ TEST(PrefillCut, EachHeadKeepsTheBudgetChosenByThePolicysScore) {
       const PolicyCacheConfig cc{c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, model.dtype(), model.device(),
                                  PositionMode::Original, AttentionAggregation::Mean};
       PolicyCache cache(cc, std::shared_ptr<CachePolicy>(make_policy(policy, po)), model.rope(), B);
-      for (int64_t pos = 0; pos < P; pos += chunk) {
-        cache.set_compression(pos + chunk < P ? Compression::Hold : Compression::CutToBudget);
-        model.forward(ids.narrow(0, pos, std::min(chunk, P - pos)), pos, cache);
-      }
+      cache.set_compression(Compression::Hold);
+      for (int64_t pos = 0; pos < P; pos += chunk) model.forward(ids.narrow(0, pos, std::min(chunk, P - pos)), pos, cache);
+      cache.cut_to_budget(std::shared_ptr<CachePolicy>(make_policy(policy, po)), B);
       cache.check_invariants();
       const int64_t protected_recent = std::max(resolved.recent, policy_info(policy).traits.min_recent);
       for (int l = 0; l < c.num_layers; ++l) {
@@ -224,6 +223,8 @@ TEST(PrefillCut, RetrievalRunsKeepTheBudgetAndFullCacheMatchesScoring) {
   rc.budget.tokens = 12;
   rc.options.sinks = 2;
   rc.prefill_chunk = 16;
+  rc.policy = "full";
+  const PrefilledPrompt shared = prefill_prompt(model, prompt, rc);  // one prefill for every policy below
   for (const CompressAt at : {CompressAt::Prefill, CompressAt::Decode}) {
     for (const std::string& policy : known_policies()) {
       rc.policy = policy;
@@ -232,6 +233,13 @@ TEST(PrefillCut, RetrievalRunsKeepTheBudgetAndFullCacheMatchesScoring) {
       EXPECT_EQ(r.cache_after_prompt, full ? 45 : 12) << policy << " " << compress_at_name(at);
       EXPECT_EQ(r.generated.size(), 5u);
       EXPECT_EQ(r.answer_nll.size(), answer.size());
+      if (at == CompressAt::Prefill) {
+        // A cell started from the shared prefill (which earlier cells cut copies of) is the
+        // cell run on its own.
+        const RetrievalOutcome s = run_retrieval(model, prompt, answer, rc, at, 5, {}, &shared);
+        EXPECT_EQ(s.generated, r.generated) << policy;
+        EXPECT_EQ(s.answer_nll, r.answer_nll) << policy;
+      }
     }
   }
   // The full cache's answer NLL is teacher-forced scoring of prompt + answer.

@@ -110,33 +110,41 @@ int run_retrieval_sweep(CLI::App* cmd, const std::string& task, RetrievalOptions
   std::fprintf(stderr, "%s: %zu prompts x %zu cache configurations = %zu cells, compress at %s\n", task.c_str(), prompts.size(),
                plan.runs.size() / std::max<size_t>(1, prompts.size()), plan.runs.size(), o.compress.c_str());
 
-  std::vector<RetrievalCell> cells;
+  std::vector<RetrievalCell> cells(plan.runs.size());
   Progress progress(task, static_cast<int64_t>(plan.runs.size()), "cells");
   const std::vector<int64_t> stop = c.eos_token_id >= 0 ? std::vector<int64_t>{c.eos_token_id} : std::vector<int64_t>{};
-  for (const PlannedRun& run : plan.runs) {
-    const Prompt& p = prompts[run.document];
-    const int64_t new_tokens = static_cast<int64_t>(p.prompt.answer_ids.size()) + kTokensPastAnswer;
-    const RetrievalOutcome r = run_retrieval(model, p.prompt.ids, p.prompt.answer_ids, run.config, at, new_tokens, stop);
-    RetrievalCell cell;
-    cell.length = p.length;
-    cell.prompt_tokens = static_cast<int64_t>(p.prompt.ids.size());
-    cell.depth = p.depth;
-    cell.needle_depth = p.prompt.depth;
-    cell.key_seed = p.seed;
-    cell.answer = p.prompt.answer;
-    cell.policy = run.config.policy;
-    cell.budget_label = run.budget_label;
-    cell.budget = r.budget;
-    cell.weighting = run.weighting;
-    cell.receiver = run.receiver;
-    cell.generated_ids = r.generated;
-    cell.generated = tokenizer->decode(r.generated);
-    cell.exact = answer_matches(cell.generated, cell.answer);
-    cell.answer_nll = r.answer_nll;
-    cell.cache_after_prompt = r.cache_after_prompt;
-    cell.seconds = r.seconds;
-    cells.push_back(std::move(cell));
-    progress.update(static_cast<int64_t>(cells.size()));
+  int64_t done = 0;
+  // Prompt by prompt: with --compress prefill every cell of a prompt starts from one prefill.
+  for (size_t d = 0; d < prompts.size(); ++d) {
+    const Prompt& p = prompts[d];
+    std::optional<PrefilledPrompt> prefilled;
+    for (size_t j = 0; j < plan.runs.size(); ++j) {
+      const PlannedRun& run = plan.runs[j];
+      if (run.document != d) continue;
+      if (at == CompressAt::Prefill && !prefilled) prefilled = prefill_prompt(model, p.prompt.ids, run.config);
+      const int64_t new_tokens = static_cast<int64_t>(p.prompt.answer_ids.size()) + kTokensPastAnswer;
+      const RetrievalOutcome r =
+          run_retrieval(model, p.prompt.ids, p.prompt.answer_ids, run.config, at, new_tokens, stop, prefilled ? &*prefilled : nullptr);
+      RetrievalCell& cell = cells[j];
+      cell.length = p.length;
+      cell.prompt_tokens = static_cast<int64_t>(p.prompt.ids.size());
+      cell.depth = p.depth;
+      cell.needle_depth = p.prompt.depth;
+      cell.key_seed = p.seed;
+      cell.answer = p.prompt.answer;
+      cell.policy = run.config.policy;
+      cell.budget_label = run.budget_label;
+      cell.budget = r.budget;
+      cell.weighting = run.weighting;
+      cell.receiver = run.receiver;
+      cell.generated_ids = r.generated;
+      cell.generated = tokenizer->decode(r.generated);
+      cell.exact = answer_matches(cell.generated, cell.answer);
+      cell.answer_nll = r.answer_nll;
+      cell.cache_after_prompt = r.cache_after_prompt;
+      cell.seconds = r.seconds;
+      progress.update(++done);
+    }
   }
   progress.finish();
 

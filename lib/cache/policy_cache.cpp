@@ -262,18 +262,25 @@ void PolicyCache::observe_attention_tensors(Layer& l, const at::Tensor& probs) {
 }
 
 void PolicyCache::decide_and_apply(int layer_index, const at::Tensor& probs) {
-  Layer& l = layers_[layer_index];
-  const int64_t KV = config_.num_kv_heads;
-  if (!policy_->compresses_layer(layer_index) || compression_ == Compression::Hold) return;
-  int64_t n = size(layer_index);
-  if (n > budget_ + 1 && compression_ == Compression::EachCall) {
+  if (compression_ == Compression::Hold) {
+    // What a later cut reads: the last query's row, copied so the call's matrix can go.
+    layers_[layer_index].held_last_query = probs.narrow(1, probs.size(1) - 1, 1).clone();
+    return;
+  }
+  if (!policy_->compresses_layer(layer_index)) return;
+  const int64_t n = size(layer_index);
+  if (n > budget_ + 1) {
     fail("cache over budget by ", n - budget_, " tokens after one call: prefill at most the budget, then decode");
   }
-  // One token leaves each over-budget head per decision, as in decoding; a cut repeats this
-  // (methods §2.9), every decision seeing the call's attention and the cache as the previous
-  // ones left it.
+  reduce_to_budget(layer_index, probs);
+}
+
+void PolicyCache::reduce_to_budget(int layer_index, const at::Tensor& probs) {
+  Layer& l = layers_[layer_index];
+  const int64_t KV = config_.num_kv_heads;
   const LayerStep step(l.k, &probs, static_cast<int>(config_.num_heads));
-  while (n > budget_) {
+  // One token leaves each over-budget head per decision, as in decoding.
+  for (int64_t n = size(layer_index); n > budget_;) {
     std::vector<Decision> decisions(KV);
     policy_->decide(layer_index, l.heads, step, decisions);
     // The budget holds per head: a head that is not over it keeps its tokens.
@@ -285,6 +292,21 @@ void PolicyCache::decide_and_apply(int layer_index, const at::Tensor& probs) {
     if (after >= n) fail("internal: the policy left a head over budget unchanged");
     n = after;
   }
+}
+
+void PolicyCache::cut_to_budget(std::shared_ptr<CachePolicy> policy, int64_t budget) {
+  const Stopwatch timer(policy_seconds_);
+  policy_ = std::move(policy);
+  budget_ = budget;
+  compression_ = Compression::EachCall;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const int layer = static_cast<int>(i);
+    Layer& l = layers_[i];
+    if (!policy_->compresses_layer(layer) || size(layer) <= budget_) continue;
+    if (!l.held_last_query.defined()) fail("internal: cut_to_budget needs a cache that held its last forward call");
+    reduce_to_budget(layer, l.held_last_query);
+  }
+  for (Layer& l : layers_) l.held_last_query = at::Tensor();
 }
 
 void PolicyCache::apply(int layer_index, const std::vector<Decision>& decisions) {

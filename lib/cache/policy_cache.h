@@ -23,10 +23,8 @@ class Rope;
 
 // When the policy brings a layer back to its budget.
 enum class Compression {
-  EachCall,   // after every forward call; a call may add at most one token over the budget (decoding)
-  Hold,       // never: the cache grows past its budget (a prompt fed in chunks before a cut)
-  CutToBudget,  // after each call, one decision at a time until every head is within budget,
-                // the call's attention available to each (kvscope passkey --compress prefill)
+  EachCall,  // after every forward call; a call may add at most one token over the budget (decoding)
+  Hold,      // never: the cache grows past its budget (a prompt fed whole before cut_to_budget)
 };
 
 struct PolicyCacheConfig {
@@ -77,6 +75,11 @@ class PolicyCache final : public KvCache {
   PolicyCache clone() const;
   void set_decision_observer(DecisionObserver* o) { decision_observer_ = o; }
   void set_compression(Compression c) { compression_ = c; }
+  // Brings every compressed layer down to `budget` under `policy` (which replaces the
+  // cache's own), one decision at a time, each seeing the cache as the previous ones left it
+  // and the attention of the last query of the last forward call (methods §2.9). For a
+  // cache that held a whole prompt (Compression::Hold); compression is EachCall afterwards.
+  void cut_to_budget(std::shared_ptr<CachePolicy> policy, int64_t budget);
 
   const HeadCells& cells(int layer, int head) const { return layers_[layer].heads[head]; }
   // Checks every head's metadata invariants (HeadCells::check_invariants).
@@ -105,12 +108,14 @@ class PolicyCache final : public KvCache {
     int64_t used = 0;    // slots [0, used) hold live tokens at attention time
     std::vector<HeadCells> heads;
     std::vector<int64_t> new_positions;  // positions of the tokens appended last
+    at::Tensor held_last_query;          // while holding: the last query's attention [heads, 1, slots]
   };
   PolicyCache(const PolicyCache&) = default;  // only clone() copies
   void grow(Layer& l, int64_t needed);
   void apply(int layer, const std::vector<Decision>& decisions);
   void observe_attention_tensors(Layer& l, const at::Tensor& probabilities);
   void decide_and_apply(int layer, const at::Tensor& probabilities);
+  void reduce_to_budget(int layer, const at::Tensor& probabilities);
 
   PolicyCacheConfig config_;
   std::shared_ptr<CachePolicy> policy_;

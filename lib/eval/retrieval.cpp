@@ -21,9 +21,34 @@ CompressAt parse_compress_at(const std::string& name) {
 
 const char* compress_at_name(CompressAt at) { return at == CompressAt::Prefill ? "prefill" : "decode"; }
 
+namespace {
+
+PolicyCacheConfig cache_config(const LlamaModel& model, PositionMode positions, AttentionAggregation aggregation) {
+  const ModelConfig& c = model.config();
+  return PolicyCacheConfig{c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, model.dtype(), model.device(), positions, aggregation};
+}
+
+at::Tensor token_tensor(const std::vector<int64_t>& ids) { return at::tensor(ids, at::TensorOptions().dtype(at::kLong)); }
+
+}  // namespace
+
+PrefilledPrompt prefill_prompt(const LlamaModel& model, const std::vector<int64_t>& prompt, const RunConfig& config) {
+  const int64_t P = static_cast<int64_t>(prompt.size());
+  PolicyOptions po;
+  po.budget = P;
+  PrefilledPrompt out{std::make_unique<PolicyCache>(cache_config(model, config.positions, config.aggregation),
+                                                    std::shared_ptr<CachePolicy>(make_policy("full", po)), model.rope(), P),
+                      at::Tensor(), config.positions, config.aggregation};
+  out.cache->set_compression(Compression::Hold);
+  const at::Tensor ids = token_tensor(prompt);
+  const int64_t chunk = std::max<int64_t>(1, config.prefill_chunk);
+  for (int64_t pos = 0; pos < P; pos += chunk) out.logits = model.forward(ids.narrow(0, pos, std::min(chunk, P - pos)), pos, *out.cache, nullptr, Logits::Last);
+  return out;
+}
+
 RetrievalOutcome run_retrieval(const LlamaModel& model, const std::vector<int64_t>& prompt, const std::vector<int64_t>& answer,
                                const RunConfig& config, CompressAt at, int64_t max_new_tokens,
-                               const std::vector<int64_t>& stop_tokens) {
+                               const std::vector<int64_t>& stop_tokens, const PrefilledPrompt* prefilled) {
   const auto started = std::chrono::steady_clock::now();
   if (prompt.empty() || answer.empty()) fail("internal: a retrieval cell needs a prompt and an answer");
   const ModelConfig& c = model.config();
@@ -38,33 +63,36 @@ RetrievalOutcome run_retrieval(const LlamaModel& model, const std::vector<int64_
   }
   PolicyOptions po = config.options;
   po.budget = out.budget;
-  const PolicyCacheConfig cache_config{c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, model.dtype(), model.device(),
-                                       config.positions, config.aggregation};
-  PolicyCache cache(cache_config, std::shared_ptr<CachePolicy>(make_policy(config.policy, po)), model.rope(), out.budget);
-
-  const at::Tensor ids = at::tensor(prompt, at::TensorOptions().dtype(at::kLong));
-  const int64_t chunk = std::max<int64_t>(1, config.prefill_chunk);
-  // Prefill: every chunk goes in whole, the cache held past its budget until the last chunk,
-  // after which the policy cuts it. Decode: chunks only while no eviction can happen.
-  const int64_t prefilled = at == CompressAt::Prefill ? P : std::min(out.budget, P);
+  std::shared_ptr<CachePolicy> policy(make_policy(config.policy, po));
+  std::unique_ptr<PolicyCache> cache;
   at::Tensor logits;
-  int64_t pos = 0;
-  while (pos < prefilled) {
-    const int64_t n = std::min(chunk, prefilled - pos);
-    if (at == CompressAt::Prefill) cache.set_compression(pos + n < P ? Compression::Hold : Compression::CutToBudget);
-    logits = model.forward(ids.narrow(0, pos, n), pos, cache, nullptr, Logits::Last);
-    pos += n;
+  if (at == CompressAt::Prefill) {
+    // The prompt with full attention, then one cut: from the shared prefill when it matches.
+    PrefilledPrompt own;
+    if (!prefilled || prefilled->positions != config.positions || prefilled->aggregation != config.aggregation) {
+      own = prefill_prompt(model, prompt, config);
+      prefilled = &own;
+    }
+    cache = std::make_unique<PolicyCache>(prefilled->cache->clone());
+    logits = prefilled->logits;
+    cache->cut_to_budget(policy, out.budget);
+  } else {
+    // As ppl: chunks while no eviction can happen, then one token per step.
+    cache = std::make_unique<PolicyCache>(cache_config(model, config.positions, config.aggregation), policy, model.rope(), out.budget);
+    const at::Tensor ids = token_tensor(prompt);
+    const int64_t chunk = std::max<int64_t>(1, config.prefill_chunk), prefilled_tokens = std::min(out.budget, P);
+    int64_t pos = 0;
+    for (; pos < prefilled_tokens; pos += std::min(chunk, prefilled_tokens - pos))
+      logits = model.forward(ids.narrow(0, pos, std::min(chunk, prefilled_tokens - pos)), pos, *cache, nullptr, Logits::Last);
+    for (; pos < P; ++pos) logits = model.forward(ids.narrow(0, pos, 1), pos, *cache, nullptr, Logits::Last);
   }
-  cache.set_compression(Compression::EachCall);
-  for (; pos < P; ++pos) logits = model.forward(ids.narrow(0, pos, 1), pos, cache, nullptr, Logits::Last);
-  for (int64_t l = 0; l < c.num_layers; ++l) out.cache_after_prompt = std::max(out.cache_after_prompt, cache.size(static_cast<int>(l)));
+  for (int64_t l = 0; l < c.num_layers; ++l) out.cache_after_prompt = std::max(out.cache_after_prompt, cache->size(static_cast<int>(l)));
 
   auto step = [&](PolicyCache& into, int64_t token, int64_t position) {
-    return model.forward(at::tensor(std::vector<int64_t>{token}, at::TensorOptions().dtype(at::kLong)), position, into, nullptr,
-                         Logits::Last);
+    return model.forward(token_tensor({token}), position, into, nullptr, Logits::Last);
   };
   {
-    PolicyCache forced = cache.clone();
+    PolicyCache forced = cache->clone();
     at::Tensor next = logits;
     for (size_t i = 0; i < answer.size(); ++i) {
       out.answer_nll.push_back(negative_log_likelihoods(next, {answer[i]}).front());
@@ -76,7 +104,7 @@ RetrievalOutcome run_retrieval(const LlamaModel& model, const std::vector<int64_
     const int64_t token = next.argmax(-1).item<int64_t>();
     out.generated.push_back(token);
     if (std::find(stop_tokens.begin(), stop_tokens.end(), token) != stop_tokens.end() || i + 1 == max_new_tokens) break;
-    next = step(cache, token, P + i);
+    next = step(*cache, token, P + i);
   }
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return out;
