@@ -63,6 +63,8 @@ class StepView {
   // The last query's attention probability from query head `query_head` to `slot` of its
   // KV head. Unavailable (an error) for decisions made outside a decode step.
   virtual double attention(int query_head, SlotId slot) const = 0;
+  // The same for every slot at once: the row of `query_head`, indexed by slot (float32).
+  virtual const float* attention_row(int query_head) const = 0;
   virtual int query_heads() const = 0;
 };
 

@@ -43,9 +43,12 @@ class LayerStep : public StepView {
     return std::vector<float>(all.data_ptr<float>(), all.data_ptr<float>() + all.numel());
   }
   double attention(int query_head, SlotId slot) const override {
+    return static_cast<double>(attention_row(query_head)[index_of(slot)]);
+  }
+  const float* attention_row(int query_head) const override {
     if (!probs_) fail("internal: this decision was made outside a decode step and cannot read attention");
     if (!last_.defined()) last_ = probs_->select(1, probs_->size(1) - 1).to(at::kCPU, at::kFloat).contiguous();
-    return static_cast<double>(last_.data_ptr<float>()[query_head * last_.size(1) + index_of(slot)]);
+    return last_.data_ptr<float>() + query_head * last_.size(1);
   }
   int query_heads() const override { return query_heads_; }
 
@@ -335,6 +338,31 @@ void PolicyCache::apply(int layer_index, const std::vector<Decision>& decisions)
     }
   }
   const auto dev = config_.device;
+  if (dev.is_cpu() && l.v.scalar_type() == at::kFloat && l.v.is_contiguous()) {
+    // On the host in float32: the same float operations as the tensor path below, in the
+    // same order (this file is compiled without contraction into FMA), without the dozen
+    // small tensors each decision would build; a prompt's cut makes thousands of decisions.
+    float* v = l.v.data_ptr<float>();
+    const int64_t cap = l.v.size(1), hd = l.v.size(2);
+    auto row = [&](int64_t head, int64_t slot) { return v + (head * cap + slot) * hd; };
+    for (size_t i = 0; i < mh.size(); ++i) {
+      const float w = static_cast<float>(mw[i]), rest = 1.0f - w;
+      const float* vj = row(mh[i], mj[i]);
+      float* vr = row(mh[i], mr[i]);
+      for (int64_t d = 0; d < hd; ++d) {
+        const float kept = w * vj[d], own = rest * vr[d];
+        vr[d] = kept + own;
+      }
+    }
+    for (size_t i = 0; i < ah.size(); ++i) {
+      const float scale = static_cast<float>(as[i]);
+      const float* vj = row(ah[i], aj[i]);
+      float* vt = row(ah[i], at_[i]);
+      for (int64_t d = 0; d < hd; ++d) vt[d] += scale * vj[d];
+    }
+    mh.clear();
+    ah.clear();
+  }
   if (!mh.empty()) {
     const at::Tensor h = long_tensor(mh, dev), j = long_tensor(mj, dev), r = long_tensor(mr, dev);
     const at::Tensor w = at::tensor(mw, at::TensorOptions().dtype(at::kDouble)).to(dev, at::kFloat).unsqueeze(1);

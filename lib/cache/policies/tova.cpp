@@ -15,13 +15,16 @@ class TovaPolicy : public CachePolicy {
       if (s.size() != first.size()) fail("tova keeps one token set per layer, but the heads of a layer hold different numbers of tokens");
     }
     const int kv = static_cast<int>(heads.size()), group = step.query_heads() / kv;
+    std::vector<const float*> rows;
+    for (int q = 0; q < kv * group; ++q) rows.push_back(step.attention_row(q));
     // Each KV head's group mean first, then the mean over KV heads: the float64 order the
     // score has always been computed in.
     const int j = argmin_near(middle(first), [&](int i) {
       double total = 0;
       for (int h = 0; h < kv; ++h) {
+        const int32_t slot = index_of(heads[static_cast<size_t>(h)].slot(i));
         double sum = 0;
-        for (int g = 0; g < group; ++g) sum += step.attention(h * group + g, heads[static_cast<size_t>(h)].slot(i));
+        for (int g = 0; g < group; ++g) sum += static_cast<double>(rows[static_cast<size_t>(h * group + g)][slot]);
         total += sum / static_cast<double>(group);
       }
       return total / static_cast<double>(kv);
