@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job. Installs what is missing, builds, and runs the whole study on the embedded
 # model (data/models/tinybooks): dump -> spectrum -> l2corr -> perplexity sweep (every
-# policy, three budgets) -> perturbation -> figures, then prints a summary.
+# policy, three budgets, paired differences from the full cache) -> passkey retrieval (every
+# policy, 50% and 10% budgets, cache cut after the prompt) -> perturbation -> figures, then
+# prints a summary.
 #
 #   bash scripts/study.sh            full study (~2 min on 2 cores); figures go to figures/
 #   bash scripts/study.sh --quick    small version (~30 s); figures go to the results directory
@@ -36,10 +38,14 @@ command -v bible >/dev/null || { echo "study.sh: the 'bible' command (Debian pac
 # Perplexity uses sliding windows (stride half a window) inside the model's context, so the
 # full-cache baseline never sees positions the model was not trained on; each window runs
 # from an empty cache at the budget for most of its length.
+# Passkey prompts fill a quarter, half and all of the model's context.
+CONTEXT=$(/usr/bin/python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["max_position_embeddings"])' "$MODEL/config.json")
 if ((QUICK)); then
   MODE=quick; TOKENS=1024; WINDOW=512; BUDGETS=64,128,256; DUMP_TOKENS=512; AT=64; STEPS=128
+  PK_LENGTHS=$((CONTEXT / 4)),$((CONTEXT / 2)); PK_DEPTHS=0,0.5,1; PK_SEEDS=0
 else
   MODE=full; TOKENS=4096; WINDOW=1024; BUDGETS=64,128,256; DUMP_TOKENS=1024; AT=100; STEPS=800
+  PK_LENGTHS=$((CONTEXT / 4)),$((CONTEXT / 2)),$CONTEXT; PK_DEPTHS=0,0.25,0.5,0.75,1; PK_SEEDS=0,1
 fi
 NAME="study-$(basename "$MODEL")-$MODE-t$TOKENS-w$WINDOW-b${BUDGETS//,/_}"
 RESULTS="$RESULTS_ROOT/$NAME"
@@ -53,23 +59,28 @@ bible Rom1:1-Jude1:25 > "$TEXT"
 start=$(date +%s)
 echo "== kvscope study ($MODE): $MODEL on the KJV Epistles; results in $RESULTS"
 "$KV" info "$MODEL"
-echo; echo "== 1/6 dump: keys (before/after RoPE), values, attention summaries; full attention for layer 1"
+echo; echo "== 1/7 dump: keys (before/after RoPE), values, attention summaries; full attention for layer 1"
 "$KV" dump "$MODEL" --text "$TEXT" --max-tokens "$DUMP_TOKENS" --attention full --attention-layers 1 -o "$RESULTS/dump.h5"
-echo; echo "== 2/6 spectrum: are keys low-rank and values not?"
+echo; echo "== 2/7 spectrum: are keys low-rank and values not?"
 "$KV" spectrum "$RESULTS/dump.h5" -o "$RESULTS/spectrum.h5"
-echo; echo "== 3/6 l2corr: does a low key norm mean high attention?"
+echo; echo "== 3/7 l2corr: does a low key norm mean high attention?"
 "$KV" l2corr "$RESULTS/dump.h5" -o "$RESULTS/l2corr.h5"
-echo; echo "== 4/6 ppl: every policy at budgets $BUDGETS over $TOKENS tokens (windows of $WINDOW, stride $((WINDOW / 2)))"
+echo; echo "== 4/7 ppl: every policy at budgets $BUDGETS over $TOKENS tokens (windows of $WINDOW, stride $((WINDOW / 2)))"
 "$KV" ppl "$MODEL" --text "$TEXT" --max-tokens "$TOKENS" --budget "$BUDGETS" --protocol sliding --window "$WINDOW" \
   --weighting avg-attention,uniform,current-softmax -o "$RESULTS/ppl.h5" > "$RESULTS/ppl_table.txt"
-echo; echo "== 5/6 perturb: one merge at step $AT, followed for $STEPS steps"
+echo; echo "== 5/7 passkey: every policy at 50% and 10% of each prompt, the cache cut after the prompt; lengths $PK_LENGTHS"
+"$KV" passkey "$MODEL" --lengths "$PK_LENGTHS" --depths "$PK_DEPTHS" --key-seeds "$PK_SEEDS" --budget 0.5,0.1 --compress prefill \
+  -o "$RESULTS/passkey.h5" > "$RESULTS/passkey_table.txt"
+echo; echo "== 6/7 perturb: one merge at step $AT, followed for $STEPS steps"
 "$KV" perturb "$MODEL" --text "$TEXT" --at "$AT" --steps "$STEPS" \
   --weighting avg-attention,acc-attention,uniform,current-softmax,key-norm,evict -o "$RESULTS/perturb.h5" > "$RESULTS/perturb_table.txt"
-echo; echo "== 6/6 figures -> $FIGURES"
+echo; echo "== 7/7 figures -> $FIGURES"
 bash "$ROOT/notebooks_export/make_figures.sh" "$RESULTS" "$FIGURES" > "$RESULTS/figures.log"
 echo
 echo "================================ summary ================================"
 cat "$RESULTS/ppl_table.txt"
+echo
+cat "$RESULTS/passkey_table.txt"
 echo
 cat "$RESULTS/perturb_table.txt"
 echo
