@@ -8,7 +8,10 @@ embedded model's training mix (docs/retrieval.md). Three kinds, in equal shares 
 - needle: a training-book passage with one to four "The special magic number of NAME is N."
   sentences at random sentence boundaries, then every question with its answer (the format of
   `kvscope needle`);
-- recurrence: a passage, other text, then the first passage again word for word.
+- recurrence: a passage, other text, then the first passage again word for word;
+- drill (only with --kinds drill): a run of random words from the books, then the same run
+  again, and again: the plainest copying task, which small models need in quantity before
+  they learn to look back at all.
 
 Documents are 40 to 2,000 tokens long (about 3.4 characters a token), so every kind occurs at
 every distance a 2,048-token context spans. Deterministic for a given --seed.
@@ -84,11 +87,21 @@ def recurrence_doc(rng, books, chars):
     return " ".join(first) + " " + " ".join(middle) + "\n" + " ".join(first)
 
 
+def drill_doc(rng, books, chars):
+    words = " ".join(passage(rng, rng.choice(books), 3000)).split()
+    run = [rng.choice(words) for _ in range(rng.randint(8, 120))]
+    if rng.random() < 0.3:  # digits too: keys are digits
+        run = [str(rng.randint(0, 99999)) for _ in range(rng.randint(3, 30))]
+    return "\n".join(" ".join(run) for _ in range(rng.randint(2, 3)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--chars", type=int, required=True, help="stop once this many characters are written")
     ap.add_argument("-o", "--out", required=True)
+    ap.add_argument("--kinds", default="passkey,needle,recurrence",
+                    help="comma-separated document kinds: passkey, needle, recurrence, drill")
     ap.add_argument("books", nargs="+")
     a = ap.parse_args()
     if a.chars <= 0:
@@ -98,7 +111,11 @@ def main() -> None:
     for path in a.books:
         with open(path, encoding="utf-8") as f:
             books.append(sentences_of(f.read()))
-    kinds = [passkey_doc, needle_doc, recurrence_doc]
+    known = {"passkey": passkey_doc, "needle": needle_doc, "recurrence": recurrence_doc, "drill": drill_doc}
+    names = a.kinds.split(",")
+    if not names or any(n not in known for n in names) or len(set(names)) != len(names):
+        ap.error(f"--kinds: a comma-separated list of distinct kinds from {', '.join(known)}")
+    kinds = [known[n] for n in names]
     written = 0
     with open(a.out, "w", encoding="utf-8") as out:
         while written < a.chars:

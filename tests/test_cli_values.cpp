@@ -195,6 +195,7 @@ std::map<std::string, std::vector<OptionCase>> catalogue() {
                 {"--log-every", Kind::Whole, {"0", "1000000000"}},
                 {"--checkpoint-every", Kind::Whole, {"1000000000"}},
                 {"--time-limit", Kind::Real, {"0"}},
+                {"--stop-at", Kind::Whole, {"0", "1"}, {"3", "1000000000"}},
                 {"--seed", Kind::Whole, {"0", "1000000000"}},
                 {"--store-dtype", Kind::Text, {"float32"}, {"float64"}},
                 {"--threads", Kind::Whole, {"0"}, {"2000"}},

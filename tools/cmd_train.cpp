@@ -38,6 +38,10 @@ Command register_train(CLI::App& app) {
   cmd->add_option("--eval-tokens", o.eval_tokens, "tokens per held-out file per evaluation")->capture_default_str()->check(at_least(2));
   cmd->add_option("--log-every", o.log_every, "steps between progress lines (0 = every 10 s)")->check(at_least(0));
   cmd->add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints")->capture_default_str()->check(at_least(1));
+  cmd->add_option("--stop-at", o.stop_at,
+                  "stop after this step, saving everything, while the learning-rate schedule still spans --steps "
+                  "(a stage of a longer run; continue it with --resume; 0 = run to --steps)")
+      ->check(at_least(0));
   cmd->add_option("--time-limit", o.time_limit_minutes, "stop after this many minutes, saving everything (0 = none)")->check(finite_in(0, true, 1e9));
   cmd->add_option("--seed", o.seed, "initialisation and data-order seed")->capture_default_str()->check(seed_value());
   cmd->add_option("--store-dtype", o.stored_dtype, "dtype of model.safetensors")->capture_default_str()

@@ -216,6 +216,7 @@ TrainReport train_model(const TrainOptions& o, const std::function<void(const st
   }
   if (o.hidden % o.heads || o.heads % o.kv_heads) fail("--hidden must divide by --heads, and --heads by --kv-heads");
   if (o.seq_len + 1 > o.context) fail("--seq-len must be below --context");
+  if (o.stop_at > o.steps) fail("--stop-at ", o.stop_at, " is past --steps ", o.steps);
   check_training_fits(o);
   const fs::path dir(o.out_dir);
   fs::create_directories(dir);
@@ -277,6 +278,7 @@ TrainReport train_model(const TrainOptions& o, const std::function<void(const st
     adam.step = std::stoll(ck.metadata().at("adam_step"));
     rng_draws = std::stoull(ck.metadata().at("rng_draws"));
     log("resumed from step " + std::to_string(step));
+    if (o.stop_at > 0 && step >= o.stop_at) fail("--stop-at ", o.stop_at, ": the checkpoint is already at step ", step);
   }
   std::mt19937_64 rng(o.seed + 1);
   rng.discard(rng_draws);
@@ -344,8 +346,9 @@ TrainReport train_model(const TrainOptions& o, const std::function<void(const st
     smoothed = tokens_seen - start_tokens == o.batch * T ? l : 0.95 * smoothed + 0.05 * l;  // first step of this run
     const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
     const double tps = (tokens_seen - start_tokens) / std::max(elapsed, 1e-9);
-    const bool out_of_time = o.time_limit_minutes > 0 &&
-                             std::chrono::duration<double>(Clock::now() - start).count() > o.time_limit_minutes * 60.0;
+    const bool out_of_time = (o.time_limit_minutes > 0 &&
+                              std::chrono::duration<double>(Clock::now() - start).count() > o.time_limit_minutes * 60.0) ||
+                             step == o.stop_at;
     const bool due = o.log_every > 0 ? step % o.log_every == 0 : std::chrono::duration<double>(Clock::now() - last_log).count() > 10.0;
     if (due || step == 1) {
       char buf[256];
@@ -362,7 +365,7 @@ TrainReport train_model(const TrainOptions& o, const std::function<void(const st
     }
     if (step % o.checkpoint_every == 0 || step == o.steps || out_of_time) save_checkpoint(dir, params, adam, step, tokens_seen, rng_draws);
     if (out_of_time) {
-      log("time limit reached at step " + std::to_string(step));
+      log((step == o.stop_at ? "stopped at step " : "time limit reached at step ") + std::to_string(step));
       break;
     }
   }

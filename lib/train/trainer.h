@@ -23,6 +23,7 @@ struct TrainOptions {
   int64_t eval_every = 100, eval_tokens = 32768, checkpoint_every = 100;
   int64_t log_every = 0;  // steps between progress lines; 0 = every 10 seconds
   double time_limit_minutes = 0;  // stop (and save) after this long; 0 = no limit
+  int64_t stop_at = 0;            // stop (and save) after this step, the schedule still spanning `steps`; 0 = at `steps`
   uint64_t seed = 1234;
   std::string stored_dtype = "bfloat16";  // of the final model.safetensors
   bool resume = false;
