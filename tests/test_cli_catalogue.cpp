@@ -87,6 +87,18 @@ TEST_F(Catalogue, EmptyAndWrongTypeInputs) {
   for (const char* out : {"o6.h5", "o7.h5", "o8.h5", "o9.h5", "o10.h5", "o11.h5"}) EXPECT_FALSE(std::filesystem::exists(p(out))) << out;
 }
 
+// passkey and needle need a tokenizer (the random model has none) and a readable haystack of words.
+TEST_F(Catalogue, RetrievalInputs) {
+  const std::string model = std::string(KVSCOPE_SOURCE_DIR) + "/data/models/tinybooks";
+  expect_refusal({"passkey", m(), "-o", p("r1.h5"), "--lengths", "300"}, "tokenizer");
+  expect_refusal({"needle", model, "--haystack", p("nope"), "-o", p("r2.h5"), "--lengths", "300"}, "cannot read");
+  expect_refusal({"needle", model, "--haystack", p("empty.txt"), "-o", p("r3.h5"), "--lengths", "300"}, "--haystack");
+  expect_refusal({"needle", model, "--haystack", p("garbage.bin"), "-o", p("r4.h5"), "--lengths", "300"}, "UTF-8");
+  expect_refusal({"needle", model, "--haystack", p("ids.txt"), "-o", p("r5.h5"), "--lengths", "300"}, "haystack is too short");
+  expect_refusal({"needle", model, "--haystack", p("ids.txt"), "-o", p("ids.txt"), "--lengths", "300"}, "never replaces its input");
+  for (const char* out : {"r1.h5", "r2.h5", "r3.h5", "r4.h5", "r5.h5"}) EXPECT_FALSE(std::filesystem::exists(p(out))) << out;
+}
+
 TEST_F(Catalogue, ExistingOutputsAreNeverOverwrittenWithoutForce) {
   const std::vector<std::vector<std::string>> commands{
       {"dump", m(), "--ids", p("ids.txt"), "-o"},
@@ -94,6 +106,8 @@ TEST_F(Catalogue, ExistingOutputsAreNeverOverwrittenWithoutForce) {
       {"l2corr", p("dump.h5"), "-o"},
       {"ppl", m(), "--ids", p("ids.txt"), "--policy", "full", "-o"},
       {"perturb", m(), "--ids", p("ids.txt"), "--at", "8", "--steps", "5", "-o"},
+      {"passkey", std::string(KVSCOPE_SOURCE_DIR) + "/data/models/tinybooks", "--lengths", "300", "--depths", "0.5", "--key-seeds", "0",
+       "--policy", "full", "-o"},
   };
   for (auto args : commands) {
     const std::string out = p("keep-" + args[0] + ".h5");

@@ -19,6 +19,7 @@
 #include "eval/retrieval_results.h"
 #include "eval/sweep_plan.h"
 #include "io/atomic_output.h"
+#include "io/input_file.h"
 #include "model/tokenizer.h"
 #include "settings_cli.h"
 
@@ -229,6 +230,8 @@ Command register_needle(CLI::App& app) {
   return {cmd, [cmd] {
             if (o.needle_name.find_first_of(" \t\r\n") != std::string::npos) fail("--needle-name '", o.needle_name, "': must be one word");
             const std::string haystack = read_text_file(o.haystack);
+            check_utf8_text(haystack, o.haystack);
+            if (haystack.find_first_not_of(" \t\r\n\f\v") == std::string::npos) fail("--haystack ", o.haystack, ": holds no words");
             return run_retrieval_sweep(cmd, "needle", o, [&haystack](const Tokenizer& t, const PromptSpec& s) {
               return needle_prompt(t, haystack, o.needle_name, s);
             });
