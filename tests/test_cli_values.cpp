@@ -198,6 +198,7 @@ std::map<std::string, std::vector<OptionCase>> catalogue() {
                 {"--stop-at", Kind::Whole, {"0", "1"}, {"3", "1000000000"}},
                 {"--seed", Kind::Whole, {"0", "1000000000"}},
                 {"--store-dtype", Kind::Text, {"float32"}, {"float64"}},
+                {"--device", Kind::Text, {"cpu"}, {"tpu", "cuda:x", "nan"}},
                 {"--threads", Kind::Whole, {"0"}, {"2000"}},
                 {"--blas-threads", Kind::Whole, {"0"}, {"2000"}}};
   // train --steps 1000000000 would be honoured, and run for days: not tried.

@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "commands.h"
+#include "model/device.h"
 #include "common.h"
 #include "core/error.h"
 #include "core/threads.h"
@@ -46,6 +47,9 @@ Command register_train(CLI::App& app) {
   cmd->add_option("--seed", o.seed, "initialisation and data-order seed")->capture_default_str()->check(seed_value());
   cmd->add_option("--store-dtype", o.stored_dtype, "dtype of model.safetensors")->capture_default_str()
       ->check(CLI::IsMember({"bfloat16", "float16", "float32"}));
+  cmd->add_option("--device", o.device, "cpu, cuda or cuda:N; training runs in float32 there, checkpoints and outputs are the same")
+      ->capture_default_str()
+      ->check(non_empty());
   cmd->add_flag("--resume", o.resume, "continue from OUT/checkpoint.safetensors");
   cmd->add_flag("--force", force, "write into an existing directory without --resume");
   cmd->add_option("--threads", threads, "LibTorch threads (0 = default)")->check(thread_count());
@@ -56,6 +60,7 @@ Command register_train(CLI::App& app) {
               fail(o.out_dir, ": already holds a model; pass --resume to continue it or --force to start over");
             }
             configure_threads(threads, blas_threads);
+            parse_device(o.device);  // refused before anything is written
             std::filesystem::create_directories(o.out_dir);
             std::ofstream train_log(std::filesystem::path(o.out_dir) / "training_log.txt", std::ios::app);
             train_log << "# " << command_line() << "\n";

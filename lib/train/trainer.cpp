@@ -21,6 +21,7 @@
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
 #include "model/config.h"
+#include "model/device.h"
 #include "model/rope.h"
 #include "model/tokenizer.h"
 
@@ -96,7 +97,7 @@ struct Params {
   }
 };
 
-Params init_params(const TrainOptions& o, uint64_t seed) {
+Params init_params(const TrainOptions& o, uint64_t seed, at::Device device) {
   std::mt19937_64 rng(seed);
   auto normal = [&](std::vector<int64_t> shape, double std) {
     int64_t n = 1;
@@ -104,7 +105,7 @@ Params init_params(const TrainOptions& o, uint64_t seed) {
     std::normal_distribution<float> g(0.0f, static_cast<float>(std));
     std::vector<float> v(n);
     for (float& x : v) x = g(rng);
-    return at::tensor(v, at::kFloat).view(shape).clone();
+    return at::tensor(v, at::kFloat).view(shape).to(device);
   };
   const int64_t D = o.hidden, hd = D / o.heads, q = o.heads * hd, kv = o.kv_heads * hd, I = o.intermediate;
   const double std = 0.02, out_std = 0.02 / std::sqrt(2.0 * o.layers);  // GPT-2 style scaled residual projections
@@ -112,17 +113,17 @@ Params init_params(const TrainOptions& o, uint64_t seed) {
   p.named.emplace_back("model.embed_tokens.weight", normal({o.vocab_size, D}, std));
   for (int64_t l = 0; l < o.layers; ++l) {
     const std::string s = "model.layers." + std::to_string(l) + ".";
-    p.named.emplace_back(s + "input_layernorm.weight", at::ones({D}));
+    p.named.emplace_back(s + "input_layernorm.weight", at::ones({D}, at::TensorOptions().device(device)));
     p.named.emplace_back(s + "self_attn.q_proj.weight", normal({q, D}, std));
     p.named.emplace_back(s + "self_attn.k_proj.weight", normal({kv, D}, std));
     p.named.emplace_back(s + "self_attn.v_proj.weight", normal({kv, D}, std));
     p.named.emplace_back(s + "self_attn.o_proj.weight", normal({D, q}, out_std));
-    p.named.emplace_back(s + "post_attention_layernorm.weight", at::ones({D}));
+    p.named.emplace_back(s + "post_attention_layernorm.weight", at::ones({D}, at::TensorOptions().device(device)));
     p.named.emplace_back(s + "mlp.gate_proj.weight", normal({I, D}, std));
     p.named.emplace_back(s + "mlp.up_proj.weight", normal({I, D}, std));
     p.named.emplace_back(s + "mlp.down_proj.weight", normal({D, I}, out_std));
   }
-  p.named.emplace_back("model.norm.weight", at::ones({D}));
+  p.named.emplace_back("model.norm.weight", at::ones({D}, at::TensorOptions().device(device)));
   for (auto& [n, t] : p.named) t.requires_grad_(true);
   return p;
 }
@@ -133,7 +134,7 @@ at::Tensor rms(const at::Tensor& x, const at::Tensor& w) { return x * at::rsqrt(
 at::Tensor training_loss(Params& p, const TrainOptions& o, const Rope& rope, const at::Tensor& tokens, const at::Tensor& causal) {
   const int64_t B = tokens.size(0), T = tokens.size(1) - 1, D = o.hidden, H = o.heads, KV = o.kv_heads, hd = D / H, group = H / KV;
   const at::Tensor input = tokens.narrow(1, 0, T), target = tokens.narrow(1, 1, T);
-  const at::Tensor positions = at::arange(T, at::kLong);
+  const at::Tensor positions = at::arange(T, at::TensorOptions().dtype(at::kLong).device(tokens.device()));
   at::Tensor h = p.get("model.embed_tokens.weight").index_select(0, input.reshape({-1})).view({B, T, D});
   for (int64_t l = 0; l < o.layers; ++l) {
     const std::string s = "model.layers." + std::to_string(l) + ".";
@@ -173,9 +174,9 @@ struct AdamState {
 void save_checkpoint(const fs::path& dir, Params& p, const AdamState& s, int64_t step, int64_t tokens, uint64_t rng_draws) {
   std::vector<std::pair<std::string, at::Tensor>> all;
   for (size_t i = 0; i < p.named.size(); ++i) {
-    all.emplace_back(p.named[i].first, p.named[i].second.detach());
-    all.emplace_back("adam.m." + p.named[i].first, s.m[i]);
-    all.emplace_back("adam.v." + p.named[i].first, s.v[i]);
+    all.emplace_back(p.named[i].first, p.named[i].second.detach().to(at::kCPU));
+    all.emplace_back("adam.m." + p.named[i].first, s.m[i].to(at::kCPU));
+    all.emplace_back("adam.v." + p.named[i].first, s.v[i].to(at::kCPU));
   }
   write_safetensors(dir / "checkpoint.safetensors", all,
                     {{"step", std::to_string(step)}, {"tokens", std::to_string(tokens)}, {"adam_step", std::to_string(s.step)},
@@ -217,7 +218,9 @@ TrainReport train_model(const TrainOptions& o, const std::function<void(const st
   if (o.hidden % o.heads || o.heads % o.kv_heads) fail("--hidden must divide by --heads, and --heads by --kv-heads");
   if (o.seq_len + 1 > o.context) fail("--seq-len must be below --context");
   if (o.stop_at > o.steps) fail("--stop-at ", o.stop_at, " is past --steps ", o.steps);
-  check_training_fits(o);
+  const at::Device device = parse_device(o.device);
+  // The estimate is of host memory; on a GPU an allocation that does not fit fails at the first step.
+  if (device.is_cpu()) check_training_fits(o);
   const fs::path dir(o.out_dir);
   fs::create_directories(dir);
   const auto start = Clock::now();
@@ -252,8 +255,8 @@ TrainReport train_model(const TrainOptions& o, const std::function<void(const st
     }
   }
 
-  const Rope rope(config, at::kCPU);
-  Params params = init_params(o, o.seed);
+  const Rope rope(config, device);
+  Params params = init_params(o, o.seed, device);
   AdamState adam;
   for (auto& [n, t] : params.named) {
     adam.m.push_back(at::zeros_like(t.detach()));
@@ -283,7 +286,7 @@ TrainReport train_model(const TrainOptions& o, const std::function<void(const st
   std::mt19937_64 rng(o.seed + 1);
   rng.discard(rng_draws);
   const int64_t T = o.seq_len;
-  const at::Tensor causal = at::ones({T, T}, at::kBool).triu(1).view({1, 1, 1, T, T});
+  const at::Tensor causal = at::ones({T, T}, at::TensorOptions().dtype(at::kBool).device(device)).triu(1).view({1, 1, 1, T, T});
 
   auto evaluate = [&]() {
     at::NoGradGuard guard;
@@ -293,7 +296,7 @@ TrainReport train_model(const TrainOptions& o, const std::function<void(const st
       double nll = 0;
       int64_t n = 0;
       for (int64_t s = 0; s + T + 1 <= static_cast<int64_t>(ids.size()) && n < o.eval_tokens; s += T) {
-        const at::Tensor batch = at::tensor(std::vector<int64_t>(ids.begin() + s, ids.begin() + s + T + 1), at::kLong).view({1, T + 1});
+        const at::Tensor batch = at::tensor(std::vector<int64_t>(ids.begin() + s, ids.begin() + s + T + 1), at::kLong).view({1, T + 1}).to(device);
         nll += training_loss(params, o, rope, batch, causal).item<double>() * T;
         n += T;
       }
@@ -319,7 +322,7 @@ TrainReport train_model(const TrainOptions& o, const std::function<void(const st
       ++rng_draws;
       batch.insert(batch.end(), train.begin() + at_pos, train.begin() + at_pos + T + 1);
     }
-    const at::Tensor loss = training_loss(params, o, rope, at::tensor(batch, at::kLong).view({o.batch, T + 1}), causal);
+    const at::Tensor loss = training_loss(params, o, rope, at::tensor(batch, at::kLong).view({o.batch, T + 1}).to(device), causal);
     loss.backward();
     {
       at::NoGradGuard guard;
@@ -373,7 +376,7 @@ TrainReport train_model(const TrainOptions& o, const std::function<void(const st
   // The model itself, in the stored dtype.
   std::vector<std::pair<std::string, at::Tensor>> out;
   const at::ScalarType dt = o.stored_dtype == "float32" ? at::kFloat : o.stored_dtype == "float16" ? at::kHalf : at::kBFloat16;
-  for (auto& [n, t] : params.named) out.emplace_back(n, t.detach().to(dt));
+  for (auto& [n, t] : params.named) out.emplace_back(n, t.detach().to(at::kCPU, dt));
   write_safetensors(dir / "model.safetensors", out, {{"format", "pt"}});
   report.step = step;
   report.tokens = tokens_seen;

@@ -26,6 +26,7 @@ struct TrainOptions {
   int64_t stop_at = 0;            // stop (and save) after this step, the schedule still spanning `steps`; 0 = at `steps`
   uint64_t seed = 1234;
   std::string stored_dtype = "bfloat16";  // of the final model.safetensors
+  std::string device = "cpu";             // where training runs (float32); checkpoints and outputs are the same either way
   bool resume = false;
 };
 
