@@ -30,10 +30,12 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> kCommands{
     {"dump", {"--text", "--out", "--device", "--dtype"}},
     {"ppl", {"--text", "--ids", "--out", "--policy", "--budget", "--weighting", "--positions", "--protocol", "--batch", "--max-memory",
              "--resume", "--device", "--dtype", "--threads", "--blas-threads"}},
+    {"passkey", {"--out", "--lengths", "--depths", "--key-seeds", "--compress", "--digits", "--policy", "--budget", "--skip-layers"}},
+    {"needle", {"--out", "--haystack", "--needle-name", "--lengths", "--depths", "--compress", "--policy", "--budget"}},
     {"spectrum", {"--out"}},
     {"l2corr", {"--out"}},
     {"perturb", {"--text", "--out", "--weighting"}},
-    {"train", {"--train", "--out"}},
+    {"train", {"--train", "--out", "--device", "--stop-at"}},
     {"tokenize", {"--text", "--ids", "--no-special", "--pieces", "--decode"}},
 };
 
