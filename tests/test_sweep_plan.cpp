@@ -156,3 +156,47 @@ TEST(SweepResume, ReusesOnlyRunsWithTheSameKey) {
 
 }  // namespace
 }  // namespace kvscope
+
+namespace kvscope {
+namespace {
+
+PplRun synthetic_run(const std::string& policy, const std::string& budget, int64_t document, std::vector<double> nll) {
+  PplRun r;
+  r.policy = policy;
+  r.budget_label = budget;
+  r.document = document;
+  r.nll = std::move(nll);
+  for (size_t i = 0; i < r.nll.size(); ++i) r.token_index.push_back(static_cast<int64_t>(i) + 1);
+  return r;
+}
+
+// Each row is paired with the full-cache runs of its documents (pooled), the full row with
+// nothing, and a row with a document the sweep has no full run for is left unpaired.
+TEST(PplResults, RowsArePairedWithTheFullCacheOfTheirDocuments) {
+  const std::vector<double> f0{3.0, 1.0, 4.0, 1.5}, f1{2.0, 6.0, 2.5}, s0{3.5, 1.1, 4.2, 1.4}, s1{2.2, 6.5, 2.5};
+  std::vector<PplRun> runs{synthetic_run("full", "full", 0, f0), synthetic_run("full", "full", 1, f1),
+                           synthetic_run("streaming", "64", 0, s0), synthetic_run("streaming", "64", 1, s1),
+                           synthetic_run("h2o", "64", 2, s0)};
+  const BootstrapOptions o{400, 7, 1};
+  const auto rows = summarise(runs, o);
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_FALSE(rows[0].paired);
+  ASSERT_TRUE(rows[1].paired);
+  const PplDifference expected = paired_ppl_difference({s0, s1}, {f0, f1}, o);
+  EXPECT_EQ(rows[1].paired->delta_ppl, expected.delta_ppl);
+  EXPECT_EQ(rows[1].paired->low, expected.low);
+  EXPECT_EQ(rows[1].paired->high, expected.high);
+  EXPECT_FALSE(rows[2].paired) << "document 2 has no full-cache run";
+  const auto per_run = paired_per_run(runs, o);
+  EXPECT_FALSE(per_run[0]);
+  ASSERT_TRUE(per_run[3]);
+  EXPECT_EQ(per_run[3]->delta_ppl, paired_ppl_difference({s1}, {f1}, o).delta_ppl);
+  EXPECT_FALSE(per_run[4]);
+  // The table shows the difference; a run scored on other tokens cannot be paired.
+  EXPECT_NE(markdown_table(rows, "").find("| streaming | 64 | - |"), std::string::npos);
+  runs[2].token_index[0] = 99;
+  EXPECT_THROW(summarise(runs, o), Error);
+}
+
+}  // namespace
+}  // namespace kvscope

@@ -170,6 +170,18 @@ struct SettingComparer {
 
 }  // namespace
 
+namespace {
+
+// A paired difference from the full cache, as attributes of a run's or a row's group.
+void write_paired(const h5::Group& g, const PplDifference& d) {
+  g.set_attr("paired_delta_ppl", d.delta_ppl);
+  g.set_attr("paired_ci_low", d.low);
+  g.set_attr("paired_ci_high", d.high);
+  g.set_attr("paired_delta_nll", d.delta_nll);
+}
+
+}  // namespace
+
 void write_ppl_results(const std::string& path, const std::vector<PplRun>& runs, const PplProvenance& p,
                        const std::string& model_config_json, const std::vector<PplRow>* summary) {
   h5::File file = h5::File::create(path);
@@ -191,12 +203,7 @@ void write_ppl_results(const std::string& path, const std::vector<PplRun>& runs,
     for (size_t i = 0; i < runs.size(); ++i) {
       const PplRun& r = runs[i];
       const h5::Group g = group.create_group(std::to_string(i));
-      if (paired[i]) {
-        g.set_attr("paired_delta_ppl", paired[i]->delta_ppl);
-        g.set_attr("paired_ci_low", paired[i]->low);
-        g.set_attr("paired_ci_high", paired[i]->high);
-        g.set_attr("paired_delta_nll", paired[i]->delta_nll);
-      }
+      if (paired[i]) write_paired(g, *paired[i]);
       g.set_attr("policy", r.policy);
       g.set_attr("key", r.key);
       g.set_attr("budget_label", r.budget_label);
@@ -238,12 +245,7 @@ void write_ppl_results(const std::string& path, const std::vector<PplRun>& runs,
       g.set_attr("ppl_ci_low", row.ppl_low);
       g.set_attr("ppl_ci_high", row.ppl_high);
       g.set_attr("tokens", row.tokens);
-      if (row.paired) {
-        g.set_attr("paired_delta_ppl", row.paired->delta_ppl);
-        g.set_attr("paired_ci_low", row.paired->low);
-        g.set_attr("paired_ci_high", row.paired->high);
-        g.set_attr("paired_delta_nll", row.paired->delta_nll);
-      }
+      if (row.paired) write_paired(g, *row.paired);
     }
     mark_complete(root);
   }
