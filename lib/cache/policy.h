@@ -60,10 +60,9 @@ class StepView {
   virtual std::vector<float> key(int kv_head, SlotId slot) const = 0;
   // All slots of one head, row-major [capacity, head_dim].
   virtual std::vector<float> keys(int kv_head, int64_t* head_dim) const = 0;
-  // The last query's attention probability from query head `query_head` to `slot` of its
-  // KV head. Unavailable (an error) for decisions made outside a decode step.
-  virtual double attention(int query_head, SlotId slot) const = 0;
-  // The same for every slot at once: the row of `query_head`, indexed by slot (float32).
+  // The last query's attention probabilities from query head `query_head` to every slot of
+  // its KV head, indexed by slot (float32). Unavailable (an error) for decisions made
+  // outside a forward call.
   virtual const float* attention_row(int query_head) const = 0;
   virtual int query_heads() const = 0;
 };

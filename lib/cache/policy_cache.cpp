@@ -42,9 +42,6 @@ class LayerStep : public StepView {
     *head_dim = all.size(1);
     return std::vector<float>(all.data_ptr<float>(), all.data_ptr<float>() + all.numel());
   }
-  double attention(int query_head, SlotId slot) const override {
-    return static_cast<double>(attention_row(query_head)[index_of(slot)]);
-  }
   const float* attention_row(int query_head) const override {
     if (!probs_) fail("internal: this decision was made outside a decode step and cannot read attention");
     if (!last_.defined()) last_ = probs_->select(1, probs_->size(1) - 1).to(at::kCPU, at::kFloat).contiguous();

@@ -8,6 +8,12 @@
 
 namespace kvscope {
 
+PolicyCacheConfig policy_cache_config(const LlamaModel& model, const RunConfig& config) {
+  const ModelConfig& c = model.config();
+  return PolicyCacheConfig{c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, model.dtype(), model.device(), config.positions,
+                           config.aggregation};
+}
+
 DocumentRun::DocumentRun(const LlamaModel& model, const std::vector<int64_t>& ids, const std::vector<Window>& windows,
                          const RunConfig& config, std::function<void(int64_t)> on_token, DecisionObserver* decisions)
     : model_(model),
@@ -37,11 +43,8 @@ void DocumentRun::open_window() {
   }
   PolicyOptions po = config_.options;
   po.budget = budget_;
-  const ModelConfig& c = model_.config();
-  const PolicyCacheConfig cache_config{c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, model_.dtype(), model_.device(),
-                                       config_.positions, config_.aggregation};
-  cache_ = std::make_unique<PolicyCache>(cache_config, std::shared_ptr<CachePolicy>(make_policy(config_.policy, po)), model_.rope(),
-                                         full ? len_ : budget_);
+  cache_ = std::make_unique<PolicyCache>(policy_cache_config(model_, config_), std::shared_ptr<CachePolicy>(make_policy(config_.policy, po)),
+                                         model_.rope(), full ? len_ : budget_);
   // Both the perturbation log and a caller's observer see every decision.
   observers_.clear();
   if (config_.log_perturbation) observers_.add(&log_);

@@ -16,6 +16,10 @@
 
 namespace kvscope {
 
+// The budgeted cache a run of `config` needs on `model` (its shape, dtype, device, positions
+// and aggregation).
+PolicyCacheConfig policy_cache_config(const LlamaModel& model, const RunConfig& config);
+
 class DocumentRun {
  public:
   DocumentRun(const LlamaModel& model, const std::vector<int64_t>& ids, const std::vector<Window>& windows,

@@ -8,6 +8,7 @@
 #include "cache/policy_cache.h"
 #include "cache/policy_registry.h"
 #include "core/error.h"
+#include "eval/document_run.h"
 #include "eval/score.h"
 #include "model/llama.h"
 
@@ -23,9 +24,12 @@ const char* compress_at_name(CompressAt at) { return at == CompressAt::Prefill ?
 
 namespace {
 
-PolicyCacheConfig cache_config(const LlamaModel& model, PositionMode positions, AttentionAggregation aggregation) {
-  const ModelConfig& c = model.config();
-  return PolicyCacheConfig{c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, model.dtype(), model.device(), positions, aggregation};
+// Feeds prompt[from, to) in calls of at most `chunk` tokens; the logits [1, V] of the last.
+at::Tensor feed(const LlamaModel& model, const at::Tensor& prompt, int64_t from, int64_t to, int64_t chunk, PolicyCache& cache) {
+  at::Tensor logits;
+  for (int64_t pos = from; pos < to; pos += chunk)
+    logits = model.forward(prompt.narrow(0, pos, std::min(chunk, to - pos)), pos, cache, nullptr, Logits::Last);
+  return logits;
 }
 
 at::Tensor token_tensor(const std::vector<int64_t>& ids) { return at::tensor(ids, at::TensorOptions().dtype(at::kLong)); }
@@ -36,13 +40,11 @@ PrefilledPrompt prefill_prompt(const LlamaModel& model, const std::vector<int64_
   const int64_t P = static_cast<int64_t>(prompt.size());
   PolicyOptions po;
   po.budget = P;
-  PrefilledPrompt out{std::make_unique<PolicyCache>(cache_config(model, config.positions, config.aggregation),
+  PrefilledPrompt out{std::make_unique<PolicyCache>(policy_cache_config(model, config),
                                                     std::shared_ptr<CachePolicy>(make_policy("full", po)), model.rope(), P),
                       at::Tensor(), config.positions, config.aggregation};
   out.cache->set_compression(Compression::Hold);
-  const at::Tensor ids = token_tensor(prompt);
-  const int64_t chunk = std::max<int64_t>(1, config.prefill_chunk);
-  for (int64_t pos = 0; pos < P; pos += chunk) out.logits = model.forward(ids.narrow(0, pos, std::min(chunk, P - pos)), pos, *out.cache, nullptr, Logits::Last);
+  out.logits = feed(model, token_tensor(prompt), 0, P, std::max<int64_t>(1, config.prefill_chunk), *out.cache);
   return out;
 }
 
@@ -78,13 +80,11 @@ RetrievalOutcome run_retrieval(const LlamaModel& model, const std::vector<int64_
     cache->cut_to_budget(policy, out.budget);
   } else {
     // As ppl: chunks while no eviction can happen, then one token per step.
-    cache = std::make_unique<PolicyCache>(cache_config(model, config.positions, config.aggregation), policy, model.rope(), out.budget);
+    cache = std::make_unique<PolicyCache>(policy_cache_config(model, config), policy, model.rope(), out.budget);
     const at::Tensor ids = token_tensor(prompt);
-    const int64_t chunk = std::max<int64_t>(1, config.prefill_chunk), prefilled_tokens = std::min(out.budget, P);
-    int64_t pos = 0;
-    for (; pos < prefilled_tokens; pos += std::min(chunk, prefilled_tokens - pos))
-      logits = model.forward(ids.narrow(0, pos, std::min(chunk, prefilled_tokens - pos)), pos, *cache, nullptr, Logits::Last);
-    for (; pos < P; ++pos) logits = model.forward(ids.narrow(0, pos, 1), pos, *cache, nullptr, Logits::Last);
+    const int64_t prefilled_tokens = std::min(out.budget, P);
+    logits = feed(model, ids, 0, prefilled_tokens, std::max<int64_t>(1, config.prefill_chunk), *cache);
+    if (prefilled_tokens < P) logits = feed(model, ids, prefilled_tokens, P, 1, *cache);
   }
   for (int64_t l = 0; l < c.num_layers; ++l) out.cache_after_prompt = std::max(out.cache_after_prompt, cache->size(static_cast<int>(l)));
 
