@@ -96,6 +96,7 @@ TEST_F(Catalogue, RetrievalInputs) {
   expect_refusal({"needle", model, "--haystack", p("garbage.bin"), "-o", p("r4.h5"), "--lengths", "300"}, "UTF-8");
   expect_refusal({"needle", model, "--haystack", p("ids.txt"), "-o", p("r5.h5"), "--lengths", "300"}, "haystack is too short");
   expect_refusal({"needle", model, "--haystack", p("ids.txt"), "-o", p("ids.txt"), "--lengths", "300"}, "never replaces its input");
+  expect_refusal({"passkey", model, "-o", model + "/config.json", "--force", "--lengths", "300"}, "never replaces its input");
   for (const char* out : {"r1.h5", "r2.h5", "r3.h5", "r4.h5", "r5.h5"}) EXPECT_FALSE(std::filesystem::exists(p(out))) << out;
 }
 

@@ -58,6 +58,13 @@ TEST_F(Integrity, OutputsAreRegularFilesAndNeverTheirInputs) {
   expect_refused({"ppl", m(), "--ids", p("ids.txt"), "--policy", "full", "-o", p("run.csv")}, "table would be written over it");
   expect_refused({"ppl", m(), "--ids", p("ids.txt"), "--policy", "full", "-o", p("run.md")}, "table would be written over it");
   expect_refused({"dump", m(), "--ids", p("ids.txt"), "-o", p("ids.txt"), "--force"}, "is also an input");
+  // The model's own files are inputs too: --force never writes over its config or weights.
+  const auto config_before = fs::file_size(fs::path(m()) / "config.json");
+  expect_refused({"ppl", m(), "--ids", p("ids.txt"), "--policy", "full", "-o", m() + "/config.json", "--force"}, "is also an input");
+  expect_refused({"dump", m(), "--ids", p("ids.txt"), "-o", m() + "/model.safetensors", "--force"}, "is also an input");
+  expect_refused({"perturb", m(), "--ids", p("ids.txt"), "--at", "8", "--steps", "5", "-o", m() + "/config.json", "--force"},
+                 "is also an input");
+  EXPECT_EQ(fs::file_size(fs::path(m()) / "config.json"), config_before);
   ASSERT_EQ(testing::run_kvscope({"dump", m(), "--ids", p("ids.txt"), "-o", p("d.h5")}).code, 0);
   const auto before = fs::file_size(p("d.h5"));
   expect_refused({"spectrum", p("d.h5"), "-o", p("d.h5"), "--force"}, "is also an input");

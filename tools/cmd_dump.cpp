@@ -45,7 +45,7 @@ Command register_dump(CLI::App& app) {
             if (texts.empty() && ids.empty()) fail("no input: pass --text FILE... or --ids FILE...");
             std::optional<AtomicOutput> output;
             if (leader) {
-              refuse_output_over_inputs(out, document_files(texts, ids));
+              refuse_output_over_inputs(out, input_files(model_dir, texts, ids));
               output.emplace(out, force);  // checks the destination before any work
             }
             const LlamaModel model = load_model(model_dir, rt);

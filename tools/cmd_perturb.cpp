@@ -86,7 +86,7 @@ Command register_perturb(CLI::App& app) {
           [] {
             const cluster::Info& me = cluster::info();
             const bool leader = me.rank == 0;  // hands out the documents and writes the outputs
-            const std::vector<std::string> inputs = document_files(texts, ids);
+            const std::vector<std::string> inputs = input_files(model_dir, texts, ids);
             std::optional<AtomicOutput> output;
             std::string csv_path;
             if (leader) {

@@ -104,7 +104,7 @@ Command register_ppl(CLI::App& app) {
             const cluster::Info& me = cluster::info();
             const bool leader = me.rank == 0;  // plans the hand-out, reads the resume file, writes every output
             const std::vector<std::string> given = given_settings(cmd, settings);
-            const std::vector<std::string> inputs = document_files(texts, ids);
+            const std::vector<std::string> inputs = input_files(model_dir, texts, ids);
             std::optional<AtomicOutput> output;
             const std::string out_path = out, resume_path = out + ".resume.h5";
             std::string csv_path, md_path;

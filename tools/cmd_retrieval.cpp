@@ -65,7 +65,7 @@ int run_retrieval_sweep(CLI::App* cmd, const std::string& task, RetrievalOptions
   const std::vector<int64_t> seeds = distinct_values<int64_t>(
       o.key_seeds, "--key-seeds", [](const std::string& s) { return parse_whole(s, "--key-seeds", 0); });
   const CompressAt at = parse_compress_at(o.compress);
-  std::vector<std::string> inputs;
+  std::vector<std::string> inputs = input_files(o.model_dir, {}, {});
   if (!o.haystack.empty()) inputs.push_back(o.haystack);
   refuse_output_over_inputs(o.out, inputs);
   AtomicOutput output(o.out, o.force);

@@ -153,9 +153,13 @@ bool same_file(const std::filesystem::path& a, const std::filesystem::path& b) {
 
 }  // namespace
 
-std::vector<std::string> document_files(const std::vector<std::string>& texts, const std::vector<std::string>& ids) {
+std::vector<std::string> input_files(const std::string& model_dir, const std::vector<std::string>& texts,
+                                     const std::vector<std::string>& ids) {
   std::vector<std::string> files = texts;
   files.insert(files.end(), ids.begin(), ids.end());
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(model_dir, ec), end; !ec && it != end; it.increment(ec))
+    if (it->is_regular_file(ec)) files.push_back(it->path().string());
   return files;
 }
 

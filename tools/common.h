@@ -62,8 +62,10 @@ inline const char* kRandomSpecHelp =
 // OUT with its extension replaced ("results.h5" -> "results.csv"), for tables written
 // beside a results file. Fails if it exists and `force` is false.
 std::string sidecar_path(const std::string& out, const std::string& extension, bool force);
-// The --text and --ids files of a command, as one list (for the output checks below).
-std::vector<std::string> document_files(const std::vector<std::string>& texts, const std::vector<std::string>& ids);
+// What a model command reads, for the output checks below: the files directly inside
+// `model_dir` (config, weights, tokenizer, ...) and its --text and --ids files.
+std::vector<std::string> input_files(const std::string& model_dir, const std::vector<std::string>& texts,
+                                     const std::vector<std::string>& ids);
 // Fails when `out` names the same file as one of `inputs`: an output never replaces its input.
 void refuse_output_over_inputs(const std::string& out, const std::vector<std::string>& inputs);
 // Writes a small text file atomically.
