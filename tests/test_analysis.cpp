@@ -12,6 +12,7 @@
 #include "analysis/perturbation.h"
 #include "analysis/spectrum_metrics.h"
 #include "analysis/svd.h"
+#include "core/error.h"
 
 namespace kvscope {
 namespace {
@@ -22,6 +23,17 @@ std::vector<double> random_matrix(int64_t rows, int64_t cols, uint64_t seed) {
   std::vector<double> m(rows * cols);
   for (double& x : m) x = n(rng);
   return m;
+}
+
+// Orthonormal factors from a QR decomposition, so the spectrum is known exactly.
+std::vector<double> matrix_with_spectrum(int64_t rows, int64_t cols, const std::vector<double>& sigma, uint64_t seed) {
+  const auto a = random_matrix(rows, rows, seed), b = random_matrix(cols, cols, seed + 1);
+  const Eigen::MatrixXd U = Eigen::HouseholderQR<Eigen::MatrixXd>(Eigen::Map<const Eigen::MatrixXd>(a.data(), rows, rows)).householderQ();
+  const Eigen::MatrixXd V = Eigen::HouseholderQR<Eigen::MatrixXd>(Eigen::Map<const Eigen::MatrixXd>(b.data(), cols, cols)).householderQ();
+  Eigen::MatrixXd S = Eigen::MatrixXd::Zero(rows, cols);
+  for (size_t i = 0; i < sigma.size(); ++i) S(i, i) = sigma[i];
+  const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> M = U * S * V.transpose();
+  return std::vector<double>(M.data(), M.data() + M.size());
 }
 
 TEST(Svd, MatchesEigenJacobiInDoublePrecision) {
@@ -36,6 +48,77 @@ TEST(Svd, MatchesEigenJacobiInDoublePrecision) {
   }
 }
 
+// The QR-first route, the direct route (shapes under 2:1) and both layouts give Jacobi's values.
+TEST(Svd, EveryRouteAndLayoutMatchesEigenJacobi) {
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{512, 16}, {16, 512}, {40, 30}, {30, 40}, {257, 128}, {1, 5}, {5, 1}}) {
+    const std::vector<double> m = random_matrix(rows, cols, static_cast<uint64_t>(rows * 7 + cols));
+    const Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> e(m.data(), rows, cols);
+    const Eigen::VectorXd want = Eigen::JacobiSVD<Eigen::MatrixXd>(e).singularValues();
+    std::vector<double> row_major = m;
+    std::vector<double> column_major(m.size());
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < cols; ++j) column_major[j * rows + i] = m[i * cols + j];
+    std::vector<float> column_major_float(column_major.begin(), column_major.end());
+    const auto by_rows = singular_values(row_major, rows, cols, MatrixLayout::RowMajor);
+    const auto by_columns = singular_values(column_major, rows, cols, MatrixLayout::ColumnMajor);
+    const auto by_columns_float = singular_values(column_major_float, rows, cols, MatrixLayout::ColumnMajor);
+    ASSERT_EQ(static_cast<int64_t>(by_rows.size()), std::min(rows, cols));
+    ASSERT_EQ(by_columns.size(), by_rows.size());
+    for (size_t i = 0; i < by_rows.size(); ++i) {
+      EXPECT_NEAR(by_rows[i], want[i], 1e-10 * want[0]) << rows << "x" << cols << " sigma " << i;
+      EXPECT_NEAR(by_columns[i], want[i], 1e-10 * want[0]) << rows << "x" << cols << " sigma " << i;
+      EXPECT_NEAR(by_columns_float[i], want[i], 1e-5 * want[0]) << rows << "x" << cols << " sigma " << i;
+    }
+  }
+}
+
+TEST(Svd, NonFiniteEntriesAreReportedNotReturned) {
+  for (const double bad : {std::nan(""), HUGE_VAL}) {
+    std::vector<double> m = random_matrix(300, 8, 5);
+    m[77] = bad;
+    std::vector<double> copy = m;
+    EXPECT_THROW(singular_values(copy, 300, 8), Error);
+    EXPECT_THROW(gram_singular_values(m, 300, 8, MatrixLayout::RowMajor, 1e-4), Error);
+  }
+}
+
+// methods §6: where the Gram route keeps a result, every singular value is within the
+// stated relative bound of the known one; where the condition number breaks the bound, it
+// declines, whatever the tolerance asked.
+TEST(Svd, GramRouteHonoursItsBoundOrDeclines) {
+  int kept = 0, declined = 0;
+  for (const double condition : {1.0, 10.0, 1e3, 1e5, 1e8}) {
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{400, 24}, {24, 400}}) {
+      std::vector<double> sigma(24);
+      for (size_t i = 0; i < sigma.size(); ++i) sigma[i] = 3.0 * std::pow(condition, -static_cast<double>(i) / 23.0);
+      const std::vector<double> m = matrix_with_spectrum(rows, cols, sigma, static_cast<uint64_t>(condition) + 11);
+      std::vector<double> exact_copy = m;
+      const auto exact = singular_values(exact_copy, rows, cols);
+      for (const double tolerance : {1e-12, 1e-6, 1e-2}) {
+        const auto gram = gram_singular_values(m, rows, cols, MatrixLayout::RowMajor, tolerance);
+        // The bound is about 2 (m + k) u kappa^2 (||A||_F / sigma_1)^2: a matrix of condition 1e8 can never meet it.
+        if (condition >= 1e8) EXPECT_FALSE(gram.has_value());
+        if (condition == 1.0 && tolerance >= 1e-6) EXPECT_TRUE(gram.has_value());
+        if (!gram) { ++declined; continue; }
+        ++kept;
+        EXPECT_LE(gram->worst_relative_bound, tolerance);
+        ASSERT_EQ(gram->sigma.size(), sigma.size());
+        for (size_t i = 0; i < sigma.size(); ++i) {
+          // Within the bound of the true value (up to the exact path's own error, 1e-13 relative here).
+          EXPECT_LE(std::abs(gram->sigma[i] - sigma[i]), gram->worst_relative_bound * gram->sigma[i] + 1e-13 * sigma[0]) << condition << " " << i;
+          EXPECT_NEAR(gram->sigma[i], exact[i], gram->worst_relative_bound * gram->sigma[i] + 1e-13 * sigma[0]);
+        }
+      }
+    }
+  }
+  EXPECT_GT(kept, 0);
+  EXPECT_GT(declined, 0);
+  // The zero matrix is exact; a rank-deficient one has no bound relative to a zero value.
+  EXPECT_TRUE(gram_singular_values(std::vector<double>(60, 0.0), 20, 3, MatrixLayout::RowMajor, 1e-4).has_value());
+  const auto rank_one = matrix_with_spectrum(20, 3, {2.0}, 4);
+  EXPECT_FALSE(gram_singular_values(rank_one, 20, 3, MatrixLayout::RowMajor, 0.4).has_value());
+}
+
 TEST(Svd, SinglePrecisionIsCloseAndParallelForRunsEveryJob) {
   std::vector<double> m = random_matrix(200, 16, 3);
   std::vector<double> d = m;
@@ -46,17 +129,6 @@ TEST(Svd, SinglePrecisionIsCloseAndParallelForRunsEveryJob) {
   std::vector<int> hit(97, 0);
   parallel_for(97, [&](int64_t i) { hit[i] += 1; });
   EXPECT_EQ(std::count(hit.begin(), hit.end(), 1), 97);
-}
-
-// Orthonormal factors from a QR decomposition, so the spectrum is known exactly.
-std::vector<double> matrix_with_spectrum(int64_t rows, int64_t cols, const std::vector<double>& sigma, uint64_t seed) {
-  const auto a = random_matrix(rows, rows, seed), b = random_matrix(cols, cols, seed + 1);
-  const Eigen::MatrixXd U = Eigen::HouseholderQR<Eigen::MatrixXd>(Eigen::Map<const Eigen::MatrixXd>(a.data(), rows, rows)).householderQ();
-  const Eigen::MatrixXd V = Eigen::HouseholderQR<Eigen::MatrixXd>(Eigen::Map<const Eigen::MatrixXd>(b.data(), cols, cols)).householderQ();
-  Eigen::MatrixXd S = Eigen::MatrixXd::Zero(rows, cols);
-  for (size_t i = 0; i < sigma.size(); ++i) S(i, i) = sigma[i];
-  const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> M = U * S * V.transpose();
-  return std::vector<double>(M.data(), M.data() + M.size());
 }
 
 TEST(Spectrum, ConstructedRankRGivesEffectiveRankR) {

@@ -66,6 +66,36 @@ TEST(AnalysisEndToEnd, StoriesSpectrumAndL2Corr) {
   }
   EXPECT_TRUE(std::filesystem::exists(dir / "s.csv"));
 
+  // The Gram route: every singular value within its tolerance of the exact one (a matrix it
+  // declines takes the exact path itself), and the file says how it was computed.
+  r = testing::run_kvscope({"spectrum", dump, "-o", (dir / "g.h5").string(), "--method", "gram", "--gram-tolerance", "1e-4"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("took the exact path"), std::string::npos) << r.err;
+  {
+    h5::File exact_file = h5::File::open_read((dir / "s.h5").string()), gram_file = h5::File::open_read((dir / "g.h5").string());
+    const h5::Group exact = exact_file.root(), gram = gram_file.root();
+    EXPECT_EQ(gram.attr_string("method"), "gram");
+    EXPECT_EQ(exact.attr_string("method"), "exact");
+    EXPECT_EQ(gram.attr_double("gram_tolerance"), 1e-4);
+    const int64_t fallbacks = gram.attr_int("gram_fallbacks");
+    EXPECT_GE(fallbacks, 0);
+    EXPECT_LE(fallbacks, 2 * 5 * 3 * 5);  // documents x layers x kinds x (4 heads + the layer matrix)
+    size_t compared = 0;
+    for (const char* doc : {"0", "1"})
+      for (const char* layer : {"0", "1", "2", "3", "4"})
+        for (const char* kind : {"k_pre_rope", "k", "v"})
+          for (const char* name : {"singular_values", "layer_singular_values"}) {
+            const auto path = [&](const h5::Group& root) {
+              return root.open_group("documents").open_group(doc).open_group("layers").open_group(layer).open_group(kind);
+            };
+            const auto e = read_all(path(exact), name), g = read_all(path(gram), name);
+            ASSERT_EQ(e.size(), g.size());
+            for (size_t i = 0; i < e.size(); ++i, ++compared)
+              EXPECT_LE(std::abs(g[i] - e[i]), 1e-4 * g[i] + 1e-13 * e[0]) << doc << "/" << layer << "/" << kind << "/" << name << " " << i;
+          }
+    EXPECT_EQ(compared, 2u * 5 * 3 * (4 * 8 + 32));
+  }
+
   r = testing::run_kvscope({"l2corr", dump, "-o", (dir / "l.h5").string()});
   ASSERT_EQ(r.code, 0) << r.err;
   {

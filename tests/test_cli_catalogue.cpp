@@ -132,6 +132,10 @@ TEST_F(Catalogue, UnwritableOutputs) {
     EXPECT_NE(r.err.find(out), std::string::npos) << r.err;
   }
   expect_refusal({"spectrum", p("dump.h5"), "-o", "/nonexistent-dir/s.h5"}, "does not exist");
+  // Options read only by another mode are refused, not ignored.
+  expect_refusal({"spectrum", p("dump.h5"), "-o", p("g1.h5"), "--gram-tolerance", "0.1"}, "--gram-tolerance is read only with --method gram");
+  expect_refusal({"spectrum", p("dump.h5"), "-o", p("g2.h5"), "--method", "gram", "--float"}, "--float");
+  expect_refusal({"bench", "--random", "layers=1", "--svd-method", "gram"}, "--svd-method is not read by");
   expect_refusal({"ppl", m(), "--ids", p("ids.txt"), "-o", p("m")}, "is a directory");
 }
 

@@ -123,7 +123,9 @@ std::map<std::string, std::vector<OptionCase>> catalogue() {
                    runtime);
   c["spectrum"] = {{"--kinds", Kind::List, {"k", "k_pre_rope,v"}, {"q"}, "k"},
                    {"--tokens", Kind::Text, {"0:5", ":", "3:"}, {"5:0", "1.5:3", "0:1e3", "-1:3", "nan", "0", "3:3"}},
-                   {"--threads", Kind::Whole, {"0"}, {"2000"}}};
+                   {"--threads", Kind::Whole, {"0"}, {"2000"}},
+                   {"--method", Kind::Text, {"exact", "gram"}, {"nan", "Gram", "svd"}},
+                   {"--gram-tolerance", Kind::Real, {"1e-4", "0.5", "1e-300"}, {"0.6", "1e-400"}, "", {"--method", "gram"}}};
   c["l2corr"] = {{"--seed", Kind::Whole, {"0", "1000000000", "18446744073709551615"}},
                  {"--ratio-steps", Kind::Whole, {"2", "10000"}, {"1", "10001"}}};
   c["ppl"] = with(
@@ -167,6 +169,7 @@ std::map<std::string, std::vector<OptionCase>> catalogue() {
                      {"--decode", Kind::Whole, {"2"}, {"1000000000"}},
                      {"--svd", Kind::Text, {"8,8,2", "8,8,8"},
                       {"0", "-1", "nan", "8,8", "8,,8", "8,8,2,", "8,8,2.5", "9999999,9999999,1", "8,8,1,1"}, "", {}, false, {"bench"}},
+                     {"--svd-method", Kind::Text, {"exact", "gram"}, {"nan", "Gram"}, "", {}, false, {"bench", "--svd", "8,8,2"}},
                      {"--sweep", Kind::List, {"2", "1,2"}, {}, "2", {}, false, sweep},
                      {"--sweep-tokens", Kind::Whole, {"32"}, {"1000000000"}, "", {}, false, sweep},
                      {"--sweep-budget", Kind::Whole, {"8"}, {"32"}, "", {}, false, sweep},

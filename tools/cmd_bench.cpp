@@ -1,5 +1,6 @@
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <mutex>
@@ -8,6 +9,7 @@
 #include <sstream>
 #include <thread>
 
+#include "analysis/spectrum.h"
 #include "analysis/svd.h"
 #include "commands.h"
 #include "core/option_values.h"
@@ -93,7 +95,7 @@ Command register_bench(CLI::App& app) {
   static RuntimeOptions rt;
   static int64_t prefill = 512, context = 2048, decode = 64;
   static int repeat = 3;
-  static std::string svd, sweep;
+  static std::string svd, sweep, svd_method = "exact";
   static int64_t sweep_tokens = 512, sweep_budget = 128;
   cmd->add_option("MODEL_DIR", model_dir, "Hugging Face model directory (or use --random)");
   cmd->add_option("--random", random_spec,
@@ -107,6 +109,10 @@ Command register_bench(CLI::App& app) {
                   "entry k = i*COLS + j of matrix b is frac(43758.5453 * sin(12.9898 * k + 78.233 * b)), a full-rank pseudo-random "
                   "matrix other tools can rebuild exactly")
       ->check(non_empty());
+  cmd->add_option("--svd-method", svd_method,
+                  "with --svd: exact, or gram (spectrum --method gram at its default tolerance; ill-conditioned matrices fall back)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"exact", "gram"}));
   cmd->add_option("--sweep", sweep,
                   "instead: perplexity-sweep throughput (scored tokens/s over all runs) for each batch size in a comma-separated "
                   "list, e.g. 1,4,16,64; batch B runs max(B, 8) runs cycling through the eight budgeted policies")
@@ -121,6 +127,7 @@ Command register_bench(CLI::App& app) {
               for (const auto& option : options)
                 if (cmd->count(option) > 0) fail(option, " is not read by ", mode, "; leave it out");
             };
+            if (svd.empty()) refuse_unread("a model benchmark (without --svd)", {"--svd-method"});
             if (!svd.empty()) {
               refuse_unread("--svd", {"MODEL_DIR", "--random", "--prefill", "--context", "--decode", "--sweep", "--sweep-tokens",
                                       "--sweep-budget", "--repeat", "--device", "--dtype", "--threads", "--blas-threads"});
@@ -152,14 +159,24 @@ Command register_bench(CLI::App& app) {
                 }
               });
               std::vector<double> sigma1(static_cast<size_t>(count));
+              std::atomic<int64_t> fallbacks{0};
+              const bool gram = svd_method == "gram";
+              const double tolerance = SpectrumOptions{}.gram_tolerance;
               const auto t0 = std::chrono::steady_clock::now();
-              parallel_for(count, [&](int64_t b) { sigma1[static_cast<size_t>(b)] = singular_values(matrices[static_cast<size_t>(b)], rows, cols)[0]; });
+              parallel_for(count, [&](int64_t b) {
+                std::vector<double>& a = matrices[static_cast<size_t>(b)];
+                std::optional<GramSingularValues> g;
+                if (gram && !(g = gram_singular_values(a, rows, cols, MatrixLayout::RowMajor, tolerance))) ++fallbacks;
+                sigma1[static_cast<size_t>(b)] = g ? g->sigma[0] : singular_values(a, rows, cols)[0];
+              });
               const double secs = seconds_since(t0);
               double checksum = 0;  // summed in matrix order: the same digits on every run
               for (const double s1 : sigma1) checksum += s1;
-              std::printf("svd        %lld matrices %lldx%lld (float64, gesdd, values only): %.2f s, %.2f ms/matrix; sum of sigma_1 %.17g; "
+              const std::string how = gram ? concat("Gram + dsyevd, tolerance ", tolerance, ", ", fallbacks.load(), " fell back to exact")
+                                           : std::string("QR + gesdd");
+              std::printf("svd        %lld matrices %lldx%lld (float64, %s, values only): %.4f s, %.4f ms/matrix; sum of sigma_1 %.17g; "
                           "matrix 0 sigma_1 %.17g\n", static_cast<long long>(count), static_cast<long long>(rows), static_cast<long long>(cols),
-                          secs, 1e3 * secs / static_cast<double>(count), checksum, sigma1[0]);
+                          how.c_str(), secs, 1e3 * secs / static_cast<double>(count), checksum, sigma1[0]);
               return 0;
             }
             std::vector<int64_t> sweep_batches;

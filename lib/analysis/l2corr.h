@@ -1,7 +1,7 @@
 #pragma once
 // kvscope l2corr: does a key's low L2 norm predict high attention? Per layer and query head:
 // Spearman and Pearson correlation between key norm and mean attention received, the ALR
-// metric of Devoto et al. (methods §6, Eq. 10), and attention-loss curves against compression ratio
+// metric of Devoto et al. (methods §6, Eq. 11), and attention-loss curves against compression ratio
 // for the L2, oracle and random rules. Output schema kvscope.l2corr v1.
 #include <cstdint>
 #include <functional>

@@ -16,29 +16,34 @@ namespace kvscope {
 namespace {
 
 struct Job {
-  std::vector<double> matrix;  // row-major [rows, cols]
+  std::vector<double> matrix;  // column-major [rows, cols]: one token per row, so columns are contiguous
   int64_t rows, cols;
   std::vector<double> sigma;
+  bool gram_fell_back = false;
 };
 
 std::vector<double> column_centred(std::vector<double> m, int64_t rows, int64_t cols) {
   for (int64_t c = 0; c < cols; ++c) {
+    double* column = m.data() + c * rows;
     double mean = 0;
-    for (int64_t r = 0; r < rows; ++r) mean += m[r * cols + c];
+    for (int64_t r = 0; r < rows; ++r) mean += column[r];
     mean /= static_cast<double>(rows);
-    for (int64_t r = 0; r < rows; ++r) m[r * cols + c] -= mean;
+    for (int64_t r = 0; r < rows; ++r) column[r] -= mean;
   }
   return m;
 }
 
-void compute(Job& j, bool single) {
-  if (single) {
+void compute(Job& j, const SpectrumOptions& o) {
+  constexpr auto layout = MatrixLayout::ColumnMajor;
+  if (o.single_precision) {
     std::vector<float> f(j.matrix.begin(), j.matrix.end());
-    const auto s = singular_values(f, j.rows, j.cols);
+    const auto s = singular_values(f, j.rows, j.cols, layout);
     j.sigma.assign(s.begin(), s.end());
   } else {
-    std::vector<double> copy = j.matrix;
-    j.sigma = singular_values(copy, j.rows, j.cols);
+    std::optional<GramSingularValues> gram;
+    if (o.gram) gram = gram_singular_values(j.matrix, j.rows, j.cols, layout, o.gram_tolerance);
+    j.gram_fell_back = o.gram && !gram;
+    j.sigma = gram ? std::move(gram->sigma) : singular_values(j.matrix, j.rows, j.cols, layout);
   }
   j.matrix.clear();
   j.matrix.shrink_to_fit();
@@ -83,9 +88,11 @@ void write_matrix(const h5::Group& g, const std::string& name, const std::vector
 
 }  // namespace
 
-std::vector<SpectrumSummaryRow> run_spectrum(const DumpReader& dump, const SpectrumOptions& o, const std::string& out_path,
+SpectrumReport run_spectrum(const DumpReader& dump, const SpectrumOptions& o, const std::string& out_path,
                                              const std::string& csv_path, const std::string& command_line,
                                              const std::function<void(int64_t, int64_t)>& progress) {
+  if (o.gram && o.single_precision) fail("the Gram route computes in float64; leave out single precision (--float)");
+  if (o.gram && !(o.gram_tolerance > 0 && o.gram_tolerance < 1)) fail("--gram-tolerance must lie in (0, 1), got ", o.gram_tolerance);
   if (o.kinds.empty()) fail("--kinds: no matrix kinds given (known: k_pre_rope, k, v)");
   for (const auto& k : o.kinds) {
     if (k != "k_pre_rope" && k != "k" && k != "v") fail("--kinds: unknown matrix kind '", k, "' (known: k_pre_rope, k, v)");
@@ -107,6 +114,7 @@ std::vector<SpectrumSummaryRow> run_spectrum(const DumpReader& dump, const Spect
   std::map<std::pair<std::string, int64_t>, Accumulator> rank90, rank95, rank99, entropy, layer90;  // by (kind, layer)
   const int64_t total = static_cast<int64_t>(dump.documents().size() * dump.layers().size());
   int64_t done = 0;
+  SpectrumReport report;
   {
     const h5::Group root = file.root();
     write_provenance(root, kSpectrumSchemaName, kSpectrumSchemaVersion, command_line);
@@ -116,6 +124,8 @@ std::vector<SpectrumSummaryRow> run_spectrum(const DumpReader& dump, const Spect
     root.set_attr("kinds", kinds);
     root.set_attr("center", int64_t{o.center});
     root.set_attr("precision", std::string(o.single_precision ? "float32" : "float64"));
+    root.set_attr("method", std::string(o.gram ? "gram" : "exact"));
+    if (o.gram) root.set_attr("gram_tolerance", o.gram_tolerance);
     root.set_attr("token_begin", o.token_begin);
     root.set_attr("token_end", o.token_end);
     root.set_attr("layers", dump.attribute("layers"));
@@ -144,8 +154,8 @@ std::vector<SpectrumSummaryRow> run_spectrum(const DumpReader& dump, const Spect
             for (int64_t t = 0; t < rows; ++t)
               for (int64_t c = 0; c < hd; ++c) {
                 const double x = a.data[(h * T + b + t) * hd + c];
-                m[t * hd + c] = x;
-                whole[t * KV * hd + h * hd + c] = x;
+                m[c * rows + t] = x;
+                whole[(h * hd + c) * rows + t] = x;
               }
             if (o.per_head) {
               jobs.push_back(Job{o.center ? column_centred(std::move(m), rows, hd) : std::move(m), rows, hd, {}});
@@ -161,7 +171,7 @@ std::vector<SpectrumSummaryRow> run_spectrum(const DumpReader& dump, const Spect
             static_cast<int64_t>(jobs.size()),
             [&](int64_t i) {
               try {
-                compute(jobs[i], o.single_precision);
+                compute(jobs[i], o);
               } catch (const Error& err) {
                 // Say which matrix: LAPACK itself knows only its shape.
                 const auto& [kind, head] = labels[static_cast<size_t>(i)];
@@ -171,6 +181,8 @@ std::vector<SpectrumSummaryRow> run_spectrum(const DumpReader& dump, const Spect
             },
             o.threads);
 
+        report.matrices += static_cast<int64_t>(jobs.size());
+        for (const Job& j : jobs) report.gram_fallbacks += j.gram_fell_back;
         const h5::Group lg = layers.create_group(std::to_string(layer));
         for (const auto& kind : o.kinds) {
           const h5::Group kg = lg.create_group(kind);
@@ -252,13 +264,14 @@ std::vector<SpectrumSummaryRow> run_spectrum(const DumpReader& dump, const Spect
       write_vector(kg, "entropy_rank_mean", me, "layer");
       write_vector(kg, "entropy_rank_std", se, "layer");
     }
+    if (o.gram) root.set_attr("gram_fallbacks", report.gram_fallbacks);
     mark_complete(root);
   }
   file.flush();
   file.close();
   if (!csv.flush()) fail(csv_path, ": write failed (disk full?)");
 
-  std::vector<SpectrumSummaryRow> rows;
+  std::vector<SpectrumSummaryRow>& rows = report.rows;
   for (int64_t layer : dump.layers()) {
     for (const auto& kind : o.kinds) {
       auto first = [](const Accumulator& a) { return a.n ? a.mean()[0] : std::nan(""); };
@@ -266,7 +279,7 @@ std::vector<SpectrumSummaryRow> run_spectrum(const DumpReader& dump, const Spect
                                         first(rank99[{kind, layer}]), first(entropy[{kind, layer}]), first(layer90[{kind, layer}])});
     }
   }
-  return rows;
+  return report;
 }
 
 }  // namespace kvscope

@@ -22,6 +22,10 @@ struct SpectrumOptions {
   int64_t token_begin = 0;
   int64_t token_end = -1;    // -1: to the end
   bool single_precision = false;
+  // Gram: eigenvalues of K^T K, kept per matrix only where methods §6's bound guarantees every
+  // singular value to gram_tolerance (relative); the others take the exact path.
+  bool gram = false;
+  double gram_tolerance = 1e-4;
   int threads = 0;
 };
 
@@ -32,9 +36,15 @@ struct SpectrumSummaryRow {
   double layer_rank90;                          // of the all-heads matrix, mean over documents
 };
 
+struct SpectrumReport {
+  std::vector<SpectrumSummaryRow> rows;
+  int64_t matrices = 0;
+  int64_t gram_fallbacks = 0;  // matrices the Gram route handed to the exact path
+};
+
 // Computes every spectrum, writes `out_path` (caller's temp file) and `csv_path`, and returns
 // the per-layer summary. progress(done, total) counts (document, layer) pairs.
-std::vector<SpectrumSummaryRow> run_spectrum(const DumpReader& dump, const SpectrumOptions& options, const std::string& out_path,
+SpectrumReport run_spectrum(const DumpReader& dump, const SpectrumOptions& options, const std::string& out_path,
                                              const std::string& csv_path, const std::string& command_line,
                                              const std::function<void(int64_t, int64_t)>& progress = {});
 
