@@ -3,7 +3,9 @@
 // reproducibly for a seed and refuses meaningless sampling settings by name.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -64,6 +66,38 @@ TEST(Commands, EveryCommandListedHasHelpShowingItsOptions) {
     EXPECT_NE(r.out.find("-h,--help"), std::string::npos) << cmd;
     for (const std::string& option : options) EXPECT_NE(r.out.find(option), std::string::npos) << cmd << " --help lacks " << option;
   }
+}
+
+// The launcher answers the dump-only commands without LibTorch: a copy of it alone, with no
+// kvscope-torch beside it, still runs them, gives the same results as the full binary, and
+// says what is missing for a model command.
+TEST(Commands, LauncherRunsDumpAnalysesWithoutTheModelBinary) {
+  TempDir dir("launcher");
+  const std::string dump = (dir / "d.h5").string();
+  auto r = run_kvscope({"dump", kTinybooks, "--ids", (dir / "ids.txt").string(), "-o", dump});
+  ASSERT_NE(r.code, 0);  // no ids file yet: refused by the full binary, through the launcher
+  std::ofstream(dir / "ids.txt") << "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24";
+  r = run_kvscope({"dump", kTinybooks, "--ids", (dir / "ids.txt").string(), "-o", dump});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::filesystem::path alone = dir / "alone";
+  std::filesystem::create_directory(alone);
+  std::filesystem::copy_file(KVSCOPE_BINARY, alone / "kvscope");
+  const std::string launcher = (alone / "kvscope").string();
+  const auto version = testing::run_program(launcher, {"--version"});
+  EXPECT_EQ(version.code, 0) << version.err;
+  EXPECT_EQ(version.out, run_kvscope({"--version"}).out);
+  const auto info = testing::run_program(launcher, {"info", dump});
+  EXPECT_EQ(info.code, 0) << info.err;
+  EXPECT_EQ(info.out, run_kvscope({"info", dump}).out);
+  for (const std::string command : {"spectrum", "l2corr"}) {
+    const auto ran = testing::run_program(launcher, {command, dump, "-o", (dir / (command + ".h5")).string()});
+    EXPECT_EQ(ran.code, 0) << command << ": " << ran.err;
+    EXPECT_TRUE(std::filesystem::exists(dir / (command + ".csv"))) << command;
+  }
+  const auto model = testing::run_program(launcher, {"info", kTinybooks});
+  EXPECT_EQ(model.code, 1);
+  EXPECT_NE(model.err.find("kvscope-torch"), std::string::npos) << model.err;
+  EXPECT_EQ(std::count(model.err.begin(), model.err.end(), '\n'), 1) << model.err;
 }
 
 std::vector<double> per_token_nll(const std::string& out) {

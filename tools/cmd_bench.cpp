@@ -14,6 +14,7 @@
 #include "commands.h"
 #include "core/option_values.h"
 #include "common.h"
+#include "model_runtime.h"
 #include "core/error.h"
 #include "core/host_memory.h"
 #include "core/progress.h"

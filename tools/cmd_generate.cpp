@@ -5,6 +5,7 @@
 #include "commands.h"
 #include "io/input_file.h"
 #include "common.h"
+#include "model_runtime.h"
 #include "core/error.h"
 #include "model/kv_cache.h"
 #include "model/sampling.h"

@@ -7,6 +7,7 @@
 #include "cache/policy_registry.h"
 #include "commands.h"
 #include "common.h"
+#include "model_runtime.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "dist/cluster.h"

@@ -11,6 +11,7 @@
 #include "cache/policy_registry.h"
 #include "commands.h"
 #include "common.h"
+#include "model_runtime.h"
 #include "core/error.h"
 #include "core/option_values.h"
 #include "core/progress.h"

@@ -4,7 +4,6 @@
 #include "analysis/spectrum.h"
 #include "commands.h"
 #include "core/option_values.h"
-#include "eval/sweep_plan.h"
 #include "common.h"
 #include "core/error.h"
 #include "core/progress.h"
@@ -45,7 +44,7 @@ Command register_spectrum(CLI::App& app) {
             for (const std::string& o : {out, csv}) refuse_output_over_inputs(o, {dump_path});
             const DumpReader dump = DumpReader::open(dump_path, read_timeout_seconds());
             SpectrumOptions o;
-            o.kinds = split_setting_list(kinds, "kinds");
+            o.kinds = split_option_list(kinds, "--kinds");
             o.center = center;
             o.single_precision = single;
             o.gram = method == "gram";

@@ -3,6 +3,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "model_runtime.h"
 #include "core/error.h"
 #include "model/config.h"
 #include "model/tokenizer.h"

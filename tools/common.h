@@ -1,4 +1,6 @@
 #pragma once
+// What every command shares, without LibTorch: input documents, output checks, option
+// validators. A command that loads a model also includes model_runtime.h.
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
@@ -6,21 +8,10 @@
 #include <string>
 #include <vector>
 
-#include "model/llama.h"
-#include "model/random_model.h"
+#include "model/config.h"
 #include "model/tokenizer.h"
 
 namespace kvscope::tools {
-
-struct RuntimeOptions {
-  std::string device = "cpu";
-  std::string dtype = "float32";
-  int threads = 0;       // LibTorch intra-op threads; 0 = measured default
-  int blas_threads = 0;  // OpenBLAS threads; 0 = measured default
-};
-
-void add_runtime_options(CLI::App* cmd, RuntimeOptions& o);
-LlamaModel load_model(const std::string& model_dir, const RuntimeOptions& o);
 
 struct InputOptions {
   std::string text_file;
@@ -51,13 +42,6 @@ std::vector<std::vector<int64_t>> read_documents(const std::string& model_dir, c
                                                  const std::vector<std::string>& texts, const std::vector<std::string>& ids,
                                                  int64_t max_tokens, std::vector<std::string>* sources = nullptr,
                                                  std::vector<TokenInput>* full = nullptr);
-
-// "layers=8,hidden=512,..." over a 30M-parameter default (8 layers, hidden 512, mlp 1376,
-// 8 heads / 2 KV heads, vocab 32000, context 4096).
-RandomModelSpec parse_random_model_spec(const std::string& text, const std::string& option);
-inline const char* kRandomSpecHelp =
-    "key=value list over layers, hidden, mlp, heads, kv_heads, vocab, context, seed "
-    "(default layers=8,hidden=512,mlp=1376,heads=8,kv_heads=2,vocab=32000,context=4096)";
 
 // OUT with its extension replaced ("results.h5" -> "results.csv"), for tables written
 // beside a results file. Fails if it exists and `force` is false.

@@ -1,38 +1,21 @@
-#include <c10/util/Exception.h>
-
+// kvscope-torch: every command, model commands included (LibTorch). The kvscope launcher
+// (launcher.cpp) runs the analysis commands itself and hands everything else to this binary.
 #include <cstdio>
-#include <exception>
-#include <string>
 
-#include "commands.h"
+#include "app.h"
 #include "common.h"
 #include "core/error.h"
-#include "core/version.h"
 #include "dist/cluster.h"
 #include "io/atomic_output.h"
 
 namespace {
 
-// c10 messages carry a multi-line backtrace; users get the first line.
-std::string first_line(const std::string& s) {
-  const size_t nl = s.find('\n');
-  return nl == std::string::npos ? s : s.substr(0, nl);
+std::vector<kvscope::tools::Command> all_commands(CLI::App& app) {
+  using namespace kvscope::tools;
+  return {register_info(app),    register_score(app),   register_generate(app), register_bench(app),    register_random_model(app),
+          register_dump(app),    register_ppl(app),     register_passkey(app),  register_needle(app),   register_spectrum(app),
+          register_l2corr(app),  register_perturb(app), register_train(app),    register_tokenize(app)};
 }
-
-// Errors from one rank of several say which rank; the others are then ended too, since
-// they may be waiting on it.
-int report_error(const std::string& message) {
-  const kvscope::cluster::Info& me = kvscope::cluster::info();
-  if (me.size > 1) {
-    std::fprintf(stderr, "kvscope: error: rank %d: %s\n", me.rank, message.c_str());
-    std::fflush(stderr);
-    kvscope::cluster::abort(1);
-  }
-  std::fprintf(stderr, "kvscope: error: %s\n", message.c_str());
-  return 1;
-}
-
-int run_command(int argc, char** argv);
 
 }  // namespace
 
@@ -46,58 +29,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kvscope: error: %s\n", e.what());
     return 1;
   }
-  const int code = run_command(argc, argv);
+  const int code = tools::run_app(argc, argv, all_commands);
   cluster::finalize();
   return code;
 }
-
-namespace {
-
-int run_command(int argc, char** argv) {
-  using namespace kvscope;
-  CLI::App app{"kvscope: observe, analyse and compress the KV cache of Llama-family models"};
-  app.require_subcommand(1);
-  app.set_version_flag("--version", std::string("kvscope ") + version() + " (" + git_commit() + ")");
-  const tools::Command commands[] = {tools::register_info(app), tools::register_score(app),
-                                     tools::register_generate(app), tools::register_bench(app),
-                                     tools::register_random_model(app), tools::register_dump(app), tools::register_ppl(app),
-                                     tools::register_passkey(app), tools::register_needle(app), tools::register_spectrum(app), tools::register_l2corr(app),
-                                     tools::register_perturb(app), tools::register_train(app),
-                                     tools::register_tokenize(app)};
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    // Every rank of an MPI job parses the same command line; one of them speaks.
-    if (cluster::info().rank != 0) return e.get_exit_code() == 0 ? 0 : 2;
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
-    // Bad usage gets kvscope's one-line format too, with where to look for what is allowed.
-    std::fprintf(stderr, "kvscope: error: %s (see kvscope %s--help)\n", first_line(e.what()).c_str(),
-                 argc > 1 && argv[1][0] != '-' ? (std::string(argv[1]) + " ").c_str() : "");
-    return 2;
-  }
-  try {
-    for (const auto& command : commands) {
-      if (!command.app->parsed()) continue;
-      if (cluster::info().size > 1 && !command.distributed) {
-        // Every rank sees the same command line and stops here; one of them says why.
-        std::string distributed;
-        for (const auto& c : commands)
-          if (c.distributed) distributed += (distributed.empty() ? "" : ", ") + c.app->get_name();
-        if (cluster::info().rank == 0)
-          std::fprintf(stderr, "kvscope: error: kvscope %s runs as one process (%s share their work across MPI ranks): "
-                       "start it without mpirun or srun\n", command.app->get_name().c_str(), distributed.c_str());
-        return 1;
-      }
-      return command.run();
-    }
-    return 2;
-  } catch (const Error& e) {
-    return report_error(e.what());
-  } catch (const c10::Error& e) {
-    return report_error(first_line(e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    return report_error(first_line(e.what()));
-  }
-}
-
-}  // namespace

@@ -1,14 +1,7 @@
 #pragma once
-#include <cstdint>
-#include <string>
+#include "core/cores.h"
 
 namespace kvscope {
-
-// The cores of this machine (at least 1).
-int machine_cores();
-// Why a count of `n` threads is refused here, or "" when it is allowed: negative, or more
-// threads than cores. Both the command-line check and configure_threads ask it.
-std::string thread_count_refusal(int64_t n);
 
 // Sets LibTorch's intra-op threads and OpenBLAS's threads together. The two pools
 // oversubscribe small machines when both are large, so callers choose them as a pair.
