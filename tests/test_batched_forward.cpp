@@ -25,11 +25,17 @@ bool bitwise_equal(const at::Tensor& a, const at::Tensor& b) {
          std::memcmp(a.contiguous().data_ptr(), b.contiguous().data_ptr(), a.numel() * a.element_size()) == 0;
 }
 
-class RowLinear : public ::testing::TestWithParam<RowKernelIsa> {};
+// Auto is AVX2 where the CPU has it; AVX-512 runs where it exists (KVSCOPE_ROW_KERNELS=avx512).
+class RowLinear : public ::testing::TestWithParam<RowKernelIsa> {
+ protected:
+  void SetUp() override {
+    if (!row_kernels_available(GetParam())) GTEST_SKIP() << "not on this CPU (" << row_linear_isa_names() << ")";
+  }
+};
 
 TEST_P(RowLinear, MatchesFloat64ReferenceForEveryTailLength) {
   at::manual_seed(1);
-  for (int64_t K : {1, 7, 15, 16, 17, 31, 64, 100, 513}) {
+  for (int64_t K : {1, 7, 15, 16, 17, 31, 32, 33, 47, 64, 100, 513}) {
     for (int64_t B : {1, 3, 4, 5, 9}) {
       const int64_t N = 37;
       const at::Tensor w = at::randn({N, K}), x = at::randn({B, K}), bias = at::randn({N});
@@ -61,8 +67,15 @@ TEST_P(RowLinear, EachRowIsIndependentOfTheOtherRowsAndOfThreads) {
   set_worker_threads(threads_before);
 }
 
-INSTANTIATE_TEST_SUITE_P(Isa, RowLinear, ::testing::Values(RowKernelIsa::Auto, RowKernelIsa::Generic),
-                         [](const auto& info) { return info.param == RowKernelIsa::Auto ? std::string("Auto") : std::string("Generic"); });
+INSTANTIATE_TEST_SUITE_P(Isa, RowLinear, ::testing::Values(RowKernelIsa::Auto, RowKernelIsa::Avx512, RowKernelIsa::Avx2, RowKernelIsa::Generic),
+                         [](const auto& info) {
+                           switch (info.param) {
+                             case RowKernelIsa::Auto: return std::string("Auto");
+                             case RowKernelIsa::Avx512: return std::string("Avx512");
+                             case RowKernelIsa::Avx2: return std::string("Avx2");
+                             default: return std::string("Generic");
+                           }
+                         });
 
 TEST(WorkerPool, EveryRowVisitedOnceForManySizes) {
   const int threads_before = worker_threads();

@@ -2,6 +2,8 @@
 // never a crash.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <sys/stat.h>
 
 #include <fstream>
@@ -213,6 +215,36 @@ TEST(BadRuntime, UnsupportedDtypeOrDeviceIsAClearError) {
   if (h.code != 0) EXPECT_NE(h.err.find("use --dtype float32 or bfloat16"), std::string::npos) << h.err;
   const auto b = testing::run_kvscope({"score", (dir / "m").string(), "--ids", (dir / "ids.txt").string(), "--dtype", "bfloat16"});
   EXPECT_EQ(b.code, 0) << b.err;
+}
+
+// KVSCOPE_ROW_KERNELS is honoured (the same NLL to float rounding) or refused by name.
+TEST(BadRuntime, RowKernelChoiceIsHonouredOrRefusedByName) {
+  testing::TempDir dir("row-kernels");
+  RandomModelSpec spec;
+  spec.num_layers = 1;
+  write_random_model((dir / "m").string(), spec);
+  std::ofstream(dir / "ids.txt") << "1 2 3 4 5 6";
+  const std::vector<std::string> score{KVSCOPE_BINARY, "score", (dir / "m").string(), "--ids", (dir / "ids.txt").string(), "--decode"};
+  const auto with = [&](const std::string& value) {
+    std::vector<std::string> args{"KVSCOPE_ROW_KERNELS=" + value};
+    args.insert(args.end(), score.begin(), score.end());
+    return testing::run_program("env", args);
+  };
+  const auto bogus = with("avx3");
+  EXPECT_EQ(bogus.code, 1);
+  EXPECT_NE(bogus.err.find("KVSCOPE_ROW_KERNELS='avx3'"), std::string::npos) << bogus.err;
+  EXPECT_EQ(std::count(bogus.err.begin(), bogus.err.end(), '\n'), 1) << bogus.err;
+  const auto plain = testing::run_kvscope({"score", (dir / "m").string(), "--ids", (dir / "ids.txt").string(), "--decode"});
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  const auto mean_nll = [](const std::string& out) { return std::stod(out.substr(out.find("mean_nll ") + 9)); };
+  for (const std::string isa : {"generic", "avx2", "avx512"}) {
+    const auto r = with(isa);
+    if (r.code != 0) {  // a CPU without it says so
+      EXPECT_NE(r.err.find("is not available"), std::string::npos) << isa << ": " << r.err;
+      continue;
+    }
+    EXPECT_NEAR(mean_nll(r.out), mean_nll(plain.out), 1e-5) << isa;
+  }
 }
 
 }  // namespace

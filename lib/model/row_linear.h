@@ -5,14 +5,25 @@
 // BLAS gemm is not: OpenBLAS picks different kernels and blockings for different row
 // counts (measured: rows of a 16-row product differ from the same rows computed alone),
 // so a batched sweep would not reproduce a one-at-a-time run. Here every output element is
-// a dot product with one fixed summation order: 8 interleaved partial sums over k, a fixed
-// reduction tree, then the k % 8 tail in order. Rows only change how many dot products
+// a dot product with one fixed summation order: 8 (16 with AVX-512) interleaved partial sums
+// over k, a fixed reduction tree, then the tail in order. Rows only change how many dot products
 // share one pass over the weights, which is what makes a batch cheaper than its runs alone.
 #include <ATen/ATen.h>
 
+#include <string>
+
 namespace kvscope {
 
-enum class RowKernelIsa { Auto, Generic };
+// Auto: AVX2 with FMA where the CPU has it, else generic, or the one the environment
+// variable KVSCOPE_ROW_KERNELS names (avx512, avx2, generic; AVX-512 was measured no faster,
+// see row_linear.cpp). Each gives batch- and thread-invariant rows; results differ between
+// them by float32 rounding.
+enum class RowKernelIsa { Auto, Avx512, Avx2, Generic };
+
+// Whether `isa` can run on this CPU (Auto and Generic always can).
+bool row_kernels_available(RowKernelIsa isa);
+// "this CPU has avx512, avx2, generic", for messages.
+std::string row_linear_isa_names();
 
 // Whether row_linear can run on this weight (contiguous float32 on CPU); otherwise callers
 // fall back to mv/mm, which agree to rounding but not bit for bit across row counts.
@@ -28,7 +39,7 @@ at::Tensor row_linear(const at::Tensor& x, const at::Tensor& weight, const at::T
 // attention uses it for probabilities times values.
 at::Tensor weighted_row_sum(const at::Tensor& p, const at::Tensor& m, RowKernelIsa isa = RowKernelIsa::Auto);
 
-// The instruction set Auto resolves to on this machine ("avx2-fma" or "generic").
+// The instruction set Auto resolves to on this machine ("avx512", "avx2-fma" or "generic").
 const char* row_linear_isa();
 
 }  // namespace kvscope
