@@ -35,8 +35,8 @@ class RowLinear : public ::testing::TestWithParam<RowKernelIsa> {
 
 TEST_P(RowLinear, MatchesFloat64ReferenceForEveryTailLength) {
   at::manual_seed(1);
-  for (int64_t K : {1, 7, 15, 16, 17, 31, 32, 33, 47, 64, 100, 513}) {
-    for (int64_t B : {1, 3, 4, 5, 9}) {
+  for (int64_t K : {1, 7, 15, 16, 17, 31, 32, 33, 47, 64, 100, 255, 256, 513}) {
+    for (int64_t B : {1, 3, 4, 5, 8, 9}) {
       const int64_t N = 37;
       const at::Tensor w = at::randn({N, K}), x = at::randn({B, K}), bias = at::randn({N});
       const at::Tensor ref = (at::mm(x.to(at::kDouble), w.to(at::kDouble).t()) + bias.to(at::kDouble));
@@ -48,19 +48,22 @@ TEST_P(RowLinear, MatchesFloat64ReferenceForEveryTailLength) {
   }
 }
 
+// K = 300 crosses the blocking switch (one weight row at a time up to 8 x rows, three beyond).
 TEST_P(RowLinear, EachRowIsIndependentOfTheOtherRowsAndOfThreads) {
   at::manual_seed(2);
-  const int64_t N = 203, K = 177;
-  const at::Tensor w = at::randn({N, K}), x = at::randn({70, K});
-  std::vector<at::Tensor> alone;
-  for (int64_t r = 0; r < x.size(0); ++r) alone.push_back(row_linear(x.narrow(0, r, 1), w, {}, GetParam()));
   const int threads_before = worker_threads();
-  for (int threads : {1, 2, 3}) {
-    set_worker_threads(threads);
-    for (int64_t B : {1, 2, 3, 4, 5, 8, 16, 33, 64, 70}) {
-      const at::Tensor y = row_linear(x.narrow(0, 0, B), w, {}, GetParam());
-      for (int64_t r = 0; r < B; ++r) {
-        ASSERT_TRUE(bitwise_equal(y.narrow(0, r, 1), alone[r])) << "row " << r << " of " << B << ", " << threads << " threads";
+  for (const int64_t K : {177, 300}) {
+    const int64_t N = 203;
+    const at::Tensor w = at::randn({N, K}), x = at::randn({70, K});
+    std::vector<at::Tensor> alone;
+    for (int64_t r = 0; r < x.size(0); ++r) alone.push_back(row_linear(x.narrow(0, r, 1), w, {}, GetParam()));
+    for (int threads : {1, 2, 3}) {
+      set_worker_threads(threads);
+      for (int64_t B : {1, 2, 3, 4, 5, 8, 9, 16, 33, 64, 70}) {
+        const at::Tensor y = row_linear(x.narrow(0, 0, B), w, {}, GetParam());
+        for (int64_t r = 0; r < B; ++r) {
+          ASSERT_TRUE(bitwise_equal(y.narrow(0, r, 1), alone[r])) << "K " << K << ", row " << r << " of " << B << ", " << threads << " threads";
+        }
       }
     }
   }

@@ -141,7 +141,7 @@ void BM_Linear(benchmark::State& state, Linear how) {
   state.counters["rows/s"] = benchmark::Counter(static_cast<double>(B * state.iterations()), benchmark::Counter::kIsRate);
 }
 void linear_shapes(benchmark::internal::Benchmark* b) {
-  for (int64_t rows : {1, 4, 16, 64}) {
+  for (int64_t rows : {1, 4, 8, 16, 64}) {
     b->Args({rows, 1376, 512});
     b->Args({rows, 32000, 512});
   }
