@@ -22,6 +22,7 @@
 #include "eval/sweep.h"
 #include "model/row_linear.h"
 #include "cache/policy_registry.h"
+#include "model/device.h"
 #include "model/kv_cache.h"
 #include "model/random_model.h"
 
@@ -205,28 +206,38 @@ Command register_bench(CLI::App& app) {
             if (sweep.empty() && (prefill > c.max_position_embeddings || context + decode > c.max_position_embeddings)) {
               fail("--prefill/--context+--decode exceed the model's context of ", c.max_position_embeddings);
             }
+            // Token ids live on the model's device, so a timed step copies nothing from the host.
             auto ids_of = [&](int64_t n) {
               std::vector<int64_t> v(n);
               for (int64_t i = 0; i < n; ++i) v[i] = (i * 7919 + 13) % c.vocab_size;
-              return at::tensor(v, at::kLong);
+              return at::tensor(v, at::kLong).to(model.device());
             };
+            // Line by line, so what was measured survives a later failure and shows up as it comes.
+            std::setvbuf(stdout, nullptr, _IOLBF, 0);
             std::printf("model      %s (%.2f M params, %s, %s)\n", model_dir.empty() ? ("random " + random_spec).c_str() : model_dir.c_str(),
-                        c.parameter_count() / 1e6, rt.dtype.c_str(), rt.device.c_str());
+                        c.parameter_count() / 1e6, rt.dtype.c_str(), describe_device(model.device()).c_str());
             std::printf("machine    %u cores; kvscope %s (%s); row kernel %s; %s\n", std::thread::hardware_concurrency(), version(),
                         git_commit(), row_linear_isa(), library_versions().c_str());
             if (!sweep.empty()) return bench_sweep(model, sweep_batches, sweep_tokens, sweep_budget, repeat);
             double best_prefill = 1e30, best_decode = 1e30;
+            // Every clock read follows a device synchronisation: CUDA work is queued
+            // asynchronously, and timing the queue would time nothing.
             for (int r = 0; r < repeat; ++r) {
               FullKvCache cache = model.new_cache(prefill);
+              const at::Tensor prompt = ids_of(prefill);
+              synchronize(model.device());
               auto t0 = std::chrono::steady_clock::now();
-              model.forward(ids_of(prefill), 0, cache, nullptr, Logits::Last);
+              model.forward(prompt, 0, cache, nullptr, Logits::Last);
+              synchronize(model.device());
               best_prefill = std::min(best_prefill, seconds_since(t0));
 
               FullKvCache dcache = model.new_cache(context + decode);
               model.forward(ids_of(context), 0, dcache, nullptr, Logits::None);
               const at::Tensor next = ids_of(decode);
+              synchronize(model.device());
               t0 = std::chrono::steady_clock::now();
               for (int64_t i = 0; i < decode; ++i) model.forward(next.narrow(0, i, 1), context + i, dcache, nullptr, Logits::Last);
+              synchronize(model.device());
               best_decode = std::min(best_decode, seconds_since(t0));
             }
             std::printf("prefill    %lld tokens: %.1f tok/s\n", static_cast<long long>(prefill), prefill / best_prefill);

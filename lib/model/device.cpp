@@ -1,5 +1,7 @@
 #include "model/device.h"
 
+#include <ATen/detail/CUDAHooksInterface.h>
+
 #include "core/error.h"
 
 namespace kvscope {
@@ -40,6 +42,23 @@ std::string dtype_name(at::ScalarType t) {
     case at::kDouble: return "float64";
     default: return c10::toString(t);
   }
+}
+
+namespace {
+
+c10::DeviceIndex cuda_index(at::Device device) {
+  return device.has_index() ? device.index() : static_cast<c10::DeviceIndex>(at::detail::getCUDAHooks().current_device());
+}
+
+}  // namespace
+
+void synchronize(at::Device device) {
+  if (device.is_cuda()) at::detail::getCUDAHooks().deviceSynchronize(cuda_index(device));
+}
+
+std::string describe_device(at::Device device) {
+  if (!device.is_cuda()) return device.str();
+  return concat("cuda:", static_cast<int>(cuda_index(device)), " (", at::getNumGPUs(), " GPUs visible)");
 }
 
 }  // namespace kvscope

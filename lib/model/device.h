@@ -14,5 +14,10 @@ std::string device_for_rank(const std::string& name, int local_rank);
 // Parses "float32", "bfloat16", "float16" (and the short forms f32/bf16/f16).
 at::ScalarType parse_compute_dtype(const std::string& name);
 std::string dtype_name(at::ScalarType t);
+// Waits for all work queued on `device` (a no-op on CPU): a clock read after a CUDA step
+// would otherwise time only the kernel launches.
+void synchronize(at::Device device);
+// "cpu", or "cuda:0 (1 of 8 GPUs)" for the device a command runs on.
+std::string describe_device(at::Device device);
 
 }  // namespace kvscope
