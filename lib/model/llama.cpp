@@ -103,15 +103,29 @@ at::Tensor LlamaModel::attend(int layer, const at::Tensor& q_rows, const at::Ten
   // A decode step on CPU in float32 uses kvscope's own fixed-order kernels rather than
   // BLAS: a handful of rows against the cache is all call overhead in a general gemm, and
   // the order of every sum stays the same however the runs of a batch are grouped.
+  // The kernels read each KV head's slice of the cache in place (rows of head_dim floats) and
+  // write into one output: per-head tensor views, copies and a stack cost more operator
+  // dispatch than the arithmetic on small models.
   const bool row_kernels = T == 1 && device_.is_cpu() && dtype_ == at::kFloat;
-  auto per_kv_head = [&](const at::Tensor& rows, const at::Tensor& cache_side, auto&& kernel) {
-    std::vector<at::Tensor> heads;
-    heads.reserve(static_cast<size_t>(KV));
-    for (int64_t h = 0; h < KV; ++h) heads.push_back(kernel(rows.select(0, h), cache_side.select(0, h).contiguous()));
-    return at::stack(heads);
+  const int64_t G = group * T;
+  auto head_rows = [](const at::Tensor& side) {
+    return side.stride(2) == 1 && side.stride(1) == side.size(2) ? side : side.contiguous();
   };
-  at::Tensor scores = row_kernels ? per_kv_head(qg, in.keys, [](const at::Tensor& x, const at::Tensor& k) { return row_linear(x, k); })
-                                  : at::bmm(qg, in.keys.transpose(1, 2)).to(at::kFloat);  // [KV, group*T, S]
+  at::Tensor keys, values, q_grouped;
+  if (row_kernels) {
+    keys = head_rows(in.keys);
+    values = head_rows(in.values);
+    q_grouped = qg.contiguous();
+  }
+  at::Tensor scores;
+  if (row_kernels) {
+    scores = at::empty({KV, G, S}, q_grouped.options());
+    for (int64_t h = 0; h < KV; ++h)
+      row_linear_raw(q_grouped.data_ptr<float>() + h * G * hd, G, keys.data_ptr<float>() + h * keys.stride(0), S, hd, nullptr,
+                     scores.data_ptr<float>() + h * G * S);
+  } else {
+    scores = at::bmm(qg, in.keys.transpose(1, 2)).to(at::kFloat);  // [KV, group*T, S]
+  }
   scores.mul_(1.0 / std::sqrt(static_cast<double>(hd)));
   scores = scores.view({KV, group, T, S});
 
@@ -126,10 +140,16 @@ at::Tensor LlamaModel::attend(int layer, const at::Tensor& q_rows, const at::Ten
     scores.masked_fill_(hidden, -std::numeric_limits<float>::infinity());
   }
   const at::Tensor probs = at::softmax(scores, -1);  // fp32
-  const at::Tensor out =
-      (row_kernels ? per_kv_head(probs.view({KV, group * T, S}), in.values, [](const at::Tensor& p, const at::Tensor& v) { return weighted_row_sum(p, v); })
-                   : at::bmm(probs.view({KV, group * T, S}).to(dtype_), in.values))
-          .view({H, T, hd});
+  at::Tensor out;
+  if (row_kernels) {
+    out = at::empty({KV, G, hd}, probs.options());
+    const float* p = probs.data_ptr<float>();  // softmax's output: contiguous [KV, group, T, S]
+    for (int64_t h = 0; h < KV; ++h)
+      weighted_row_sum_raw(p + h * G * S, G, S, values.data_ptr<float>() + h * values.stride(0), hd, out.data_ptr<float>() + h * G * hd);
+    out = out.view({H, T, hd});
+  } else {
+    out = at::bmm(probs.view({KV, G, S}).to(dtype_), in.values).view({H, T, hd});
+  }
 
   if (observer) {
     const bool give_attention = observer->wants_attention(layer);

@@ -238,19 +238,25 @@ Kernels pick_kernels(RowKernelIsa isa) {
 
 }  // namespace
 
+void weighted_row_sum_raw(const float* p, int64_t G, int64_t S, const float* m, int64_t D, float* out, RowKernelIsa isa) {
+  auto fn = weighted_sum_generic;
+#if KVSCOPE_HAVE_AVX2_KERNEL
+  // The AVX-512 path shares the AVX2 kernel: one fused multiply-add per column in order of s
+  // gives the same numbers at either width, and the value rows are too short to gain.
+  if (resolve(isa) != Resolved::Generic) fn = weighted_sum_avx2;
+#else
+  (void)isa;
+#endif
+  for (int64_t g = 0; g < G; ++g) fn(p + g * S, m, S, D, out + g * D);
+}
+
 at::Tensor weighted_row_sum(const at::Tensor& p_in, const at::Tensor& m, RowKernelIsa isa) {
   if (!row_linear_supported(m)) fail("weighted_row_sum: needs a contiguous float32 CPU matrix");
   if (p_in.dim() != 2 || p_in.size(1) != m.size(0)) fail("weighted_row_sum: p must be [rows, ", m.size(0), "]");
   const at::Tensor p = p_in.to(at::kFloat).contiguous();
   const int64_t G = p.size(0), S = p.size(1), D = m.size(1);
   at::Tensor y = at::empty({G, D}, p.options());
-  auto fn = weighted_sum_generic;
-#if KVSCOPE_HAVE_AVX2_KERNEL
-  // The AVX-512 path shares the AVX2 kernel: one fused multiply-add per column in order of s
-  // gives the same numbers at either width, and the value rows are too short to gain.
-  if (resolve(isa) != Resolved::Generic) fn = weighted_sum_avx2;
-#endif
-  for (int64_t g = 0; g < G; ++g) fn(p.data_ptr<float>() + g * S, m.data_ptr<float>(), S, D, y.data_ptr<float>() + g * D);
+  weighted_row_sum_raw(p.data_ptr<float>(), G, S, m.data_ptr<float>(), D, y.data_ptr<float>(), isa);
   return y;
 }
 
@@ -277,20 +283,7 @@ bool row_linear_supported(const at::Tensor& weight) {
   return weight.device().is_cpu() && weight.scalar_type() == at::kFloat && weight.dim() == 2 && weight.is_contiguous();
 }
 
-at::Tensor row_linear(const at::Tensor& x_in, const at::Tensor& weight, const at::Tensor& bias, RowKernelIsa isa) {
-  if (!row_linear_supported(weight)) fail("row_linear: needs a contiguous float32 CPU weight");
-  if (x_in.dim() != 2 || x_in.size(1) != weight.size(1)) fail("row_linear: x must be [rows, ", weight.size(1), "]");
-  const at::Tensor x = x_in.to(at::kFloat).contiguous();
-  const int64_t B = x.size(0), K = x.size(1), N = weight.size(0);
-  at::Tensor y = at::empty({B, N}, x.options());
-  const float* W = weight.data_ptr<float>();
-  const float* X = x.data_ptr<float>();
-  float* Y = y.data_ptr<float>();
-  const float* bias_data = nullptr;
-  if (bias.defined()) {
-    if (bias.numel() != N || bias.scalar_type() != at::kFloat || !bias.is_contiguous()) fail("row_linear: bias must be float32 [", N, "]");
-    bias_data = bias.data_ptr<float>();
-  }
+void row_linear_raw(const float* X, int64_t B, const float* W, int64_t N, int64_t K, const float* bias_data, float* Y, RowKernelIsa isa) {
   const Kernels kernels = pick_kernels(isa);
   // Enough weight rows per slice that a slice outlasts the cost of handing it to a thread.
   const int64_t grain = std::max<int64_t>(16, 16384 / std::max<int64_t>(K, 1));
@@ -317,6 +310,20 @@ at::Tensor row_linear(const at::Tensor& x_in, const at::Tensor& weight, const at
       }
     }
   });
+}
+
+at::Tensor row_linear(const at::Tensor& x_in, const at::Tensor& weight, const at::Tensor& bias, RowKernelIsa isa) {
+  if (!row_linear_supported(weight)) fail("row_linear: needs a contiguous float32 CPU weight");
+  if (x_in.dim() != 2 || x_in.size(1) != weight.size(1)) fail("row_linear: x must be [rows, ", weight.size(1), "]");
+  const at::Tensor x = x_in.to(at::kFloat).contiguous();
+  const int64_t B = x.size(0), K = x.size(1), N = weight.size(0);
+  at::Tensor y = at::empty({B, N}, x.options());
+  const float* bias_data = nullptr;
+  if (bias.defined()) {
+    if (bias.numel() != N || bias.scalar_type() != at::kFloat || !bias.is_contiguous()) fail("row_linear: bias must be float32 [", N, "]");
+    bias_data = bias.data_ptr<float>();
+  }
+  row_linear_raw(x.data_ptr<float>(), B, weight.data_ptr<float>(), N, K, bias_data, y.data_ptr<float>(), isa);
   return y;
 }
 
