@@ -170,7 +170,7 @@ std::map<std::string, std::vector<OptionCase>> catalogue() {
                      {"--svd", Kind::Text, {"8,8,2", "8,8,8"},
                       {"0", "-1", "nan", "8,8", "8,,8", "8,8,2,", "8,8,2.5", "9999999,9999999,1", "8,8,1,1"}, "", {}, false, {"bench"}},
                      {"--svd-method", Kind::Text, {"exact", "gram"}, {"nan", "Gram"}, "", {}, false, {"bench", "--svd", "8,8,2"}},
-                     {"--sweep", Kind::List, {"2", "1,2"}, {}, "2", {}, false, sweep},
+                     {"--sweep", Kind::List, {"2", "1,2"}, {"1,01"}, "2", {}, false, sweep},
                      {"--sweep-tokens", Kind::Whole, {"32"}, {"1000000000"}, "", {}, false, sweep},
                      {"--sweep-budget", Kind::Whole, {"8"}, {"32"}, "", {}, false, sweep},
                      {"--repeat", Kind::Whole, {"1"}, {"1001"}}},

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <map>
 
+#include "core/cores.h"
 #include "dist/cluster.h"
 #include "eval/perturb_wire.h"
 #include "eval/ppl_results.h"
@@ -278,6 +279,20 @@ TEST_F(MpiSweep, CommandsThatDoNotDistributeRefuseSeveralRanks) {
   EXPECT_NE(usage.code, 0);
   ASSERT_NE(usage.err.find("--batch: 0 is not allowed"), std::string::npos) << usage.err;
   EXPECT_EQ(usage.err.find("--batch: 0 is not allowed"), usage.err.rfind("--batch: 0 is not allowed")) << usage.err;
+}
+
+// Ranks on one node split its cores: an explicit thread count is checked against the rank's
+// share, not the whole machine.
+TEST_F(MpiSweep, ThreadCountsAreCheckedAgainstEachRanksShareOfTheCores) {
+  const int cores = machine_cores();
+  if (cores < 2) GTEST_SKIP() << "one core: no count fits the machine but not a rank's share";
+  const std::string threads = std::to_string(cores / 2 + 1);  // fits the machine, not half of it
+  const auto r = mpirun(2, {"ppl", p("m"), "--ids", p("doc0.txt"), "-o", p("t.h5"), "--budget", "8", "--blas-threads", threads});
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("--blas-threads " + threads + " oversubscribes this rank's share of " + std::to_string(cores / 2)), std::string::npos)
+      << r.err;
+  const auto alone = testing::run_kvscope({"ppl", p("m"), "--ids", p("doc0.txt"), "-o", p("t1.h5"), "--budget", "8", "--blas-threads", threads});
+  EXPECT_EQ(alone.code, 0) << alone.err;
 }
 
 #else

@@ -35,9 +35,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 // "1,4,16,64" -> batch sizes; refused before any model is built or loaded.
 std::vector<int64_t> parse_sweep_batches(const std::string& text) {
-  std::vector<int64_t> batches;
-  for (const std::string& item : split_option_list(text, "--sweep")) batches.push_back(parse_whole(item, "--sweep", 1, int64_t{1} << 20));
-  return batches;
+  return distinct_values<int64_t>(text, "--sweep", [](const std::string& item) { return parse_whole(item, "--sweep", 1, int64_t{1} << 20); });
 }
 
 // Throughput of a ppl sweep at several batch sizes: every batch size runs the same mix of

@@ -45,17 +45,6 @@ struct RetrievalOptions {
   std::string haystack, needle_name = "Elinor";
 };
 
-template <typename T>
-std::vector<T> distinct_values(const std::string& text, const std::string& option, const std::function<T(const std::string&)>& parse) {
-  std::vector<T> out;
-  for (const std::string& item : split_option_list(text, option)) {
-    const T v = parse(item);
-    if (std::find(out.begin(), out.end(), v) != out.end()) fail(option, " '", text, "': ", item, " repeats an earlier value");
-    out.push_back(v);
-  }
-  return out;
-}
-
 using PromptBuilder = std::function<RetrievalPrompt(const Tokenizer&, const PromptSpec&)>;
 
 int run_retrieval_sweep(CLI::App* cmd, const std::string& task, RetrievalOptions& o, const PromptBuilder& build) {
@@ -229,7 +218,7 @@ Command register_needle(CLI::App& app) {
       ->check(non_empty());
   cmd->add_option("--digits", o.digits, "digits of each magic number")->capture_default_str()->check(at_least(1, 18));
   return {cmd, [cmd] {
-            if (o.needle_name.find_first_of(" \t\r\n") != std::string::npos) fail("--needle-name '", o.needle_name, "': must be one word");
+            check_needle_name(o.needle_name, "--needle-name");  // before the model loads
             const std::string haystack = read_text_file(o.haystack);
             check_utf8_text(haystack, o.haystack);
             if (haystack.find_first_not_of(" \t\r\n\f\v") == std::string::npos) fail("--haystack ", o.haystack, ": holds no words");

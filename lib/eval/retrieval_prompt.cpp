@@ -117,10 +117,14 @@ RetrievalPrompt passkey_prompt(const Tokenizer& tokenizer, const PromptSpec& spe
   return finish(tokenizer, text, head, key);
 }
 
+void check_needle_name(const std::string& name, const std::string& what) {
+  if (name.empty() || name.find_first_of(" \t\r\n\f\v") != std::string::npos) fail(what, " '", name, "': must be one word");
+}
+
 RetrievalPrompt needle_prompt(const Tokenizer& tokenizer, const std::string& haystack, const std::string& name,
                               const PromptSpec& spec) {
   check_spec(spec);
-  if (name.empty() || name.find_first_of(" \t\r\n") != std::string::npos) fail("the needle's name must be one word, got '", name, "'");
+  check_needle_name(name, "the needle's name");
   std::vector<std::string> words;
   {
     std::istringstream in(haystack);

@@ -46,6 +46,9 @@ std::string retrieval_key(uint64_t seed, int64_t length, double depth, int digit
 // "What is the pass key? The pass key is" -- PREFIX and SUFFIX whole filler sentences.
 RetrievalPrompt passkey_prompt(const Tokenizer& tokenizer, const PromptSpec& spec);
 
+// Refuses a needle name that is not one word (empty, or with whitespace), naming `what`.
+void check_needle_name(const std::string& name, const std::string& what);
+
 // The haystack's first words (whitespace runs collapsed to one space), "The special magic
 // number of NAME is N." inserted at the sentence end nearest the depth, then
 // "\nWhat is the special magic number of NAME? The special magic number of NAME is".
