@@ -15,6 +15,11 @@
 
 namespace kvscope {
 
+// The residual stream stays float32; a no-op conversion still costs a dispatch per call.
+namespace {
+at::Tensor as_float(const at::Tensor& t) { return t.scalar_type() == at::kFloat ? t : t.to(at::kFloat); }
+}  // namespace
+
 at::Tensor project(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, bool row_invariant) {
   if ((row_invariant || x.size(0) == 1) && x.device().is_cpu() && row_linear_supported(weight)) return row_linear(x, weight, bias);
   if (x.size(0) == 1) {
@@ -59,7 +64,8 @@ FullKvCache LlamaModel::new_cache(int64_t capacity) const {
 
 at::Tensor LlamaModel::rms_norm(const at::Tensor& x, const at::Tensor& weight) const {
   const at::Tensor inv = at::rsqrt(x.pow(2).mean({-1}, /*keepdim=*/true) + config_.rms_norm_eps);
-  return (x * inv * weight).to(dtype_);
+  const at::Tensor y = x * inv * weight;
+  return y.scalar_type() == dtype_ ? y : y.to(dtype_);
 }
 
 at::Tensor LlamaModel::attention_block(int layer, const at::Tensor& x, const at::Tensor& positions,
@@ -187,8 +193,8 @@ at::Tensor LlamaModel::run_layers(const at::Tensor& ids, const at::Tensor& posit
   at::Tensor h = weights_.embed.index_select(0, ids).to(at::kFloat);  // [rows, D] residual stream
   for (int layer = 0; layer < config_.num_layers; ++layer) {
     const LayerWeights& w = weights_.layers[layer];
-    h = h + attention_block(layer, rms_norm(h, w.attn_norm), positions, segments, row_invariant).to(at::kFloat);
-    h = h + mlp_block(layer, rms_norm(h, w.ffn_norm), row_invariant).to(at::kFloat);
+    h = h + as_float(attention_block(layer, rms_norm(h, w.attn_norm), positions, segments, row_invariant));
+    h = h + as_float(mlp_block(layer, rms_norm(h, w.ffn_norm), row_invariant));
   }
   return h;
 }

@@ -315,7 +315,8 @@ void row_linear_raw(const float* X, int64_t B, const float* W, int64_t N, int64_
 at::Tensor row_linear(const at::Tensor& x_in, const at::Tensor& weight, const at::Tensor& bias, RowKernelIsa isa) {
   if (!row_linear_supported(weight)) fail("row_linear: needs a contiguous float32 CPU weight");
   if (x_in.dim() != 2 || x_in.size(1) != weight.size(1)) fail("row_linear: x must be [rows, ", weight.size(1), "]");
-  const at::Tensor x = x_in.to(at::kFloat).contiguous();
+  // Decode calls this dozens of times per token: skip the no-op conversions' dispatch.
+  const at::Tensor x = x_in.scalar_type() == at::kFloat && x_in.is_contiguous() ? x_in : x_in.to(at::kFloat).contiguous();
   const int64_t B = x.size(0), K = x.size(1), N = weight.size(0);
   at::Tensor y = at::empty({B, N}, x.options());
   const float* bias_data = nullptr;
