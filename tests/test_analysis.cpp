@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
 
 #include "analysis/correlation.h"
 #include "analysis/perturbation.h"
@@ -73,12 +74,21 @@ TEST(Svd, EveryRouteAndLayoutMatchesEigenJacobi) {
 }
 
 TEST(Svd, NonFiniteEntriesAreReportedNotReturned) {
-  for (const double bad : {std::nan(""), HUGE_VAL}) {
-    std::vector<double> m = random_matrix(300, 8, 5);
-    m[77] = bad;
-    std::vector<double> copy = m;
-    EXPECT_THROW(singular_values(copy, 300, 8), Error);
-    EXPECT_THROW(gram_singular_values(m, 300, 8, MatrixLayout::RowMajor, 1e-4), Error);
+  // Tall (QR first), nearly square and wide (straight to ?gesdd), in both precisions; the bad
+  // entry inside, in the last row's last column and in its first column.
+  for (const double bad : {std::nan(""), HUGE_VAL, -HUGE_VAL}) {
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{300, 8}, {40, 30}, {8, 300}}) {
+      for (const int64_t at : {int64_t{77}, rows * cols - 1, (rows - 1) * cols}) {
+        std::vector<double> m = random_matrix(rows, cols, 5);
+        m[static_cast<size_t>(at)] = bad;
+        std::vector<double> copy = m;
+        std::vector<float> single(m.begin(), m.end());
+        const std::string where = std::to_string(rows) + "x" + std::to_string(cols) + " at " + std::to_string(at);
+        EXPECT_THROW(singular_values(copy, rows, cols), Error) << where;
+        EXPECT_THROW(singular_values(single, rows, cols), Error) << where;
+        EXPECT_THROW(gram_singular_values(m, rows, cols, MatrixLayout::RowMajor, 1e-4), Error) << where;
+      }
+    }
   }
 }
 

@@ -78,6 +78,12 @@ std::vector<T> exact_values(std::vector<T>& a, int64_t rows, int64_t cols, Matri
   lapack_int lda = m;
   std::vector<T> r;
   if (m >= 2 * n) {
+    // Every reflection spreads a column's NaN or Inf into R, except the last column's: its
+    // own norm is all R keeps of it, and an optimised nrm2 may step over a NaN. That column
+    // alone is scanned.
+    const T* last = v.data + static_cast<size_t>(n - 1) * m;
+    for (lapack_int i = 0; i < m; ++i)
+      if (!std::isfinite(last[i])) fail("the matrix has NaN or Inf entries");
     const lapack_int nb = std::min<lapack_int>(64, n);
     std::vector<T> t(static_cast<size_t>(nb) * n), work(static_cast<size_t>(nb) * n);
     const lapack_int info = geqrt(m, n, nb, v.data, t.data(), work.data());
@@ -89,6 +95,12 @@ std::vector<T> exact_values(std::vector<T>& a, int64_t rows, int64_t cols, Matri
     lda = n;
   }
   const lapack_int rows_small = small == v.data ? m : n;
+  // ?gesdd iterates; fed NaN or Inf it may not return. The QR above is a fixed sequence of
+  // reflections that carries any other non-finite entry into R, so scanning what ?gesdd will
+  // read (R, n x n, or a matrix under 2n rows) costs little next to the decomposition.
+  for (lapack_int j = 0; j < n; ++j)
+    for (lapack_int i = 0; i < rows_small; ++i)
+      if (!std::isfinite(small[static_cast<size_t>(j) * lda + i])) fail("the matrix has NaN or Inf entries");
   std::vector<lapack_int> iwork(8 * static_cast<size_t>(n));
   T query = 0;
   lapack_int info = gesdd_values(rows_small, n, small, lda, s.data(), &query, -1, iwork.data());

@@ -12,7 +12,7 @@ namespace kvscope {
 enum class MatrixLayout { RowMajor, ColumnMajor };
 
 // Singular values (descending) of a rows x cols matrix; `a` is overwritten. Non-finite
-// entries are reported as an error (by LAPACK's result, not by a scan of the input).
+// entries are an error (found in the small factor after QR, not by a scan of the input).
 std::vector<double> singular_values(std::vector<double>& a, int64_t rows, int64_t cols, MatrixLayout layout = MatrixLayout::RowMajor);
 std::vector<float> singular_values(std::vector<float>& a, int64_t rows, int64_t cols, MatrixLayout layout = MatrixLayout::RowMajor);
 
