@@ -25,7 +25,7 @@ Command register_spectrum(CLI::App& app) {
   cmd->add_option("--tokens", tokens, "token range BEGIN:END (default: all)")->check(non_empty());
   cmd->add_flag("--float", single, "single-precision SVD (sgesdd) instead of double");
   cmd->add_option("--method", method,
-                  "exact: QR, then divide and conquer on the small factor; gram: eigenvalues of K^T K, about 2.5x faster, kept per "
+                  "exact: QR, then divide and conquer on the small factor; gram: eigenvalues of K^T K, about 3x faster, kept per "
                   "matrix only where the error bound of docs/methods.md section 6 guarantees every singular value to --gram-tolerance "
                   "(others fall back to exact; the count is reported)")
       ->capture_default_str()

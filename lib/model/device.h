@@ -17,7 +17,7 @@ std::string dtype_name(at::ScalarType t);
 // Waits for all work queued on `device` (a no-op on CPU): a clock read after a CUDA step
 // would otherwise time only the kernel launches.
 void synchronize(at::Device device);
-// "cpu", or "cuda:0 (1 of 8 GPUs)" for the device a command runs on.
+// "cpu", or "cuda:0 (8 GPUs visible)" for the device a command runs on.
 std::string describe_device(at::Device device);
 
 }  // namespace kvscope

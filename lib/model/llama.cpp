@@ -117,14 +117,10 @@ at::Tensor LlamaModel::attend(int layer, const at::Tensor& q_rows, const at::Ten
   auto head_rows = [](const at::Tensor& side) {
     return side.stride(2) == 1 && side.stride(1) == side.size(2) ? side : side.contiguous();
   };
-  at::Tensor keys, values, q_grouped;
+  at::Tensor scores, values;
   if (row_kernels) {
-    keys = head_rows(in.keys);
+    const at::Tensor keys = head_rows(in.keys), q_grouped = qg.contiguous();
     values = head_rows(in.values);
-    q_grouped = qg.contiguous();
-  }
-  at::Tensor scores;
-  if (row_kernels) {
     scores = at::empty({KV, G, S}, q_grouped.options());
     for (int64_t h = 0; h < KV; ++h)
       row_linear_raw(q_grouped.data_ptr<float>() + h * G * hd, G, keys.data_ptr<float>() + h * keys.stride(0), S, hd, nullptr,

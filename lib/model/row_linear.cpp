@@ -250,16 +250,6 @@ void weighted_row_sum_raw(const float* p, int64_t G, int64_t S, const float* m, 
   for (int64_t g = 0; g < G; ++g) fn(p + g * S, m, S, D, out + g * D);
 }
 
-at::Tensor weighted_row_sum(const at::Tensor& p_in, const at::Tensor& m, RowKernelIsa isa) {
-  if (!row_linear_supported(m)) fail("weighted_row_sum: needs a contiguous float32 CPU matrix");
-  if (p_in.dim() != 2 || p_in.size(1) != m.size(0)) fail("weighted_row_sum: p must be [rows, ", m.size(0), "]");
-  const at::Tensor p = p_in.to(at::kFloat).contiguous();
-  const int64_t G = p.size(0), S = p.size(1), D = m.size(1);
-  at::Tensor y = at::empty({G, D}, p.options());
-  weighted_row_sum_raw(p.data_ptr<float>(), G, S, m.data_ptr<float>(), D, y.data_ptr<float>(), isa);
-  return y;
-}
-
 const char* row_linear_isa() {
   switch (resolve(RowKernelIsa::Auto)) {
     case Resolved::Avx512: return "avx512";

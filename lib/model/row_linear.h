@@ -34,17 +34,14 @@ bool row_linear_supported(const at::Tensor& weight);
 at::Tensor row_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {},
                       RowKernelIsa isa = RowKernelIsa::Auto);
 
-// p [G, S] times m [S, D] -> [G, D] (float32, CPU, m contiguous): each output row is
-// sum_s p[g, s] * m[s, :] accumulated in order of s, so again independent of G. Decode
-// attention uses it for probabilities times values.
-at::Tensor weighted_row_sum(const at::Tensor& p, const at::Tensor& m, RowKernelIsa isa = RowKernelIsa::Auto);
-
-// The same two kernels on raw row-major float32 buffers, for callers that already hold
-// them (decode attention over each KV head's slice of the cache): identical numbers, no
-// tensor bookkeeping. y[B, N] = x[B, K] w[N, K]^T (+ bias[N], may be null); out[G, D] =
-// p[G, S] m[S, D].
+// row_linear on raw row-major float32 buffers, for callers that already hold them (decode
+// attention over each KV head's slice of the cache): identical numbers, no tensor
+// bookkeeping. y[B, N] = x[B, K] w[N, K]^T (+ bias[N], may be null).
 void row_linear_raw(const float* x, int64_t B, const float* w, int64_t N, int64_t K, const float* bias, float* y,
                     RowKernelIsa isa = RowKernelIsa::Auto);
+// out[G, D] = p[G, S] m[S, D] (float32, row-major): each output row is sum_s p[g, s] * m[s, :]
+// accumulated in order of s, so again independent of G. Decode attention uses it for
+// probabilities times values.
 void weighted_row_sum_raw(const float* p, int64_t G, int64_t S, const float* m, int64_t D, float* out,
                           RowKernelIsa isa = RowKernelIsa::Auto);
 
