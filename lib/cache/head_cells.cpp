@@ -64,6 +64,28 @@ void HeadCells::remove(int index, int receiver) {
   free_.push_back(victim);
 }
 
+HeadCells HeadCells::from_parts(Parts p) {
+  HeadCells h;
+  const size_t n = p.position.size();
+  if (p.steps.size() != n || p.mult.size() != n || p.acc.size() != n || p.last.size() != n || p.norm.size() != n) {
+    fail("internal: HeadCells parts of different lengths");
+  }
+  h.position_ = std::move(p.position);
+  h.steps_ = std::move(p.steps);
+  h.mult_ = std::move(p.mult);
+  h.acc_ = std::move(p.acc);
+  h.last_ = std::move(p.last);
+  h.norm_ = std::move(p.norm);
+  h.live_.assign(n, 0);
+  for (const SlotId s : p.order) {
+    if (index_of(s) < 0 || static_cast<size_t>(index_of(s)) >= n) fail("internal: slot ", index_of(s), " outside a head of capacity ", n);
+    h.live_[static_cast<size_t>(index_of(s))] = 1;
+  }
+  h.order_ = std::move(p.order);
+  h.free_ = std::move(p.free);
+  return h;
+}
+
 void HeadCells::check_invariants() const {
   std::vector<char> seen(live_.size(), 0);
   for (const SlotId s : order_) {

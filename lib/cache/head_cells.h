@@ -52,6 +52,17 @@ class HeadCells {
   void remove(int index, int receiver = -1);
   void check_invariants() const;
 
+  // Every per-slot array (indexed by slot, all of the same length), the live tokens in
+  // sequence order and the freed slots, most recently freed last: a head rebuilt from the
+  // device path's tensors (DeviceCells::to_host).
+  struct Parts {
+    std::vector<SlotId> order, free;
+    std::vector<int64_t> position, steps, mult;
+    std::vector<double> acc, last;
+    std::vector<float> norm;
+  };
+  static HeadCells from_parts(Parts parts);
+
  private:
   std::vector<SlotId> order_;
   std::vector<SlotId> free_;

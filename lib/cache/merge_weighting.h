@@ -9,7 +9,13 @@
 #include <string>
 #include <vector>
 
+namespace at {
+class Tensor;
+}
+
 namespace kvscope {
+
+struct MergeCandidateTensors;  // the same quantities for every KV head at once (cache/device_cells.h)
 
 // What a weighting may look at for one merge of slot j into slot r (one layer, one KV head).
 struct MergeCandidate {
@@ -29,6 +35,10 @@ class MergeWeighting {
   virtual ~MergeWeighting() = default;
   // Weight on the dropped value, in [0, 1].
   virtual double weight(const MergeCandidate& c) const = 0;
+  // The same weight for every KV head at once, as float64 tensor operations on the cache's
+  // device ([kv_heads]); the same arithmetic as weight() so both paths merge identically.
+  // An undefined tensor (the default) sends the cache's decisions through the host.
+  virtual at::Tensor weight_on_device(const MergeCandidateTensors& c) const;
   virtual bool needs_keys() const { return false; }
 };
 

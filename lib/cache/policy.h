@@ -40,6 +40,10 @@ struct Decision {
   }
 };
 
+// The device path's view of a layer and its decisions (cache/device_cells.h).
+struct DeviceStep;
+struct DeviceDecision;
+
 struct PolicyOptions {
   int64_t budget = 0;
   int64_t sinks = 4;
@@ -75,6 +79,11 @@ class CachePolicy {
   virtual bool compresses_layer(int layer) const;
   // One layer is over budget by one token: decide, per KV head, what leaves.
   virtual void decide(int layer, const std::vector<HeadCells>& heads, const StepView& step, std::vector<Decision>& out) = 0;
+  // The same rule as `decide` as tensor operations on the cache's device, reading no tensor
+  // data on the host (methods §2.10): fills out.victim (and the merge fields) and
+  // out.kinds for every head. Returns false when the policy has no device form; the cache
+  // then copies its state to the host and calls `decide`.
+  virtual bool decide_on_device(int layer, const DeviceStep& step, DeviceDecision& out);
   int64_t recent() const { return options_.recent; }
   int64_t sinks() const { return options_.sinks; }
   const PolicyOptions& options() const { return options_; }
@@ -85,8 +94,22 @@ class CachePolicy {
   struct Region {
     int begin, end;
   };
-  Region middle(const HeadCells& h, int64_t min_recent = 0) const {
-    return Region{static_cast<int>(options_.sinks), h.size() - static_cast<int>(std::max(options_.recent, min_recent))};
+  Region middle(const HeadCells& h, int64_t min_recent = 0) const { return middle(h.size(), min_recent); }
+  Region middle(int64_t head_size, int64_t min_recent = 0) const {
+    return Region{static_cast<int>(options_.sinks), static_cast<int>(head_size - std::max(options_.recent, min_recent))};
+  }
+  // middle() of every head, as the two bound vectors the device path's region masks take.
+  struct Bounds {
+    std::vector<int64_t> begin, end;
+  };
+  Bounds middle_bounds(const std::vector<int64_t>& head_sizes, int64_t min_recent = 0) const {
+    Bounds b;
+    for (const int64_t n : head_sizes) {
+      const Region r = middle(n, min_recent);
+      b.begin.push_back(r.begin);
+      b.end.push_back(r.end);
+    }
+    return b;
   }
   // argmin for scores computed from the cache's keys or attention: scores within `relative`
   // of the lowest count as equal and the earliest of them wins. A prefill chunk computes keys

@@ -63,9 +63,15 @@ constexpr int64_t kHiddenPosition = std::numeric_limits<int64_t>::max() / 4;
 
 PolicyCache::PolicyCache(const PolicyCacheConfig& config, std::shared_ptr<CachePolicy> policy, const Rope& rope, int64_t budget)
     : config_(config), policy_(std::move(policy)), rope_(&rope), budget_(budget) {
+  on_device_ = config.bookkeeping == CacheBookkeeping::Device ||
+               (config.bookkeeping == CacheBookkeeping::Auto && !config.device.is_cpu());
   layers_.resize(config.num_layers);
   for (Layer& l : layers_) {
-    l.heads.resize(config.num_kv_heads);
+    if (on_device_) {
+      l.device = DeviceCells(config.num_kv_heads, config.device);
+    } else {
+      l.heads.resize(config.num_kv_heads);
+    }
     grow(l, std::min<int64_t>(budget + 1, 1 << 16));
   }
 }
@@ -87,17 +93,33 @@ void PolicyCache::grow(Layer& l, int64_t needed) {
   l.v = v;
   l.pos = pos;
   for (HeadCells& h : l.heads) h.reserve(new_cap);
+  if (on_device_) l.device.reserve(new_cap);
+}
+
+const std::vector<HeadCells>& PolicyCache::host_heads(int layer) const {
+  const Layer& l = layers_[static_cast<size_t>(layer)];
+  if (!on_device_) return l.heads;
+  if (l.host_view_changes != l.changes) {
+    l.host_view = l.device.to_host(l.pos);
+    l.host_view_changes = l.changes;
+  }
+  return l.host_view;
 }
 
 int64_t PolicyCache::size(int layer) const {
   int64_t n = 0;
-  for (const HeadCells& h : layers_[layer].heads) n = std::max<int64_t>(n, h.size());
+  if (on_device_) {
+    for (const int64_t s : layers_[layer].device.sizes()) n = std::max(n, s);
+  } else {
+    for (const HeadCells& h : layers_[layer].heads) n = std::max<int64_t>(n, h.size());
+  }
   return n;
 }
 
 AttentionInputs PolicyCache::append(int layer_index, const NewEntries& e) {
   const Stopwatch timer(policy_seconds_);
   Layer& l = layers_[layer_index];
+  if (on_device_) return append_on_device(l, e);
   const int64_t KV = config_.num_kv_heads, T = e.v.size(1);
   const at::Tensor host_pos = e.positions.to(at::kCPU);
   l.new_positions.assign(host_pos.data_ptr<int64_t>(), host_pos.data_ptr<int64_t>() + T);
@@ -174,6 +196,7 @@ AttentionInputs PolicyCache::append(int layer_index, const NewEntries& e) {
     in.keys = l.k.narrow(1, 0, S);
     in.key_positions = l.pos.narrow(1, 0, S);
     in.query_positions = e.positions;
+    in.last_query_position = e.last_position;
     if (ragged) {
       const at::Tensor host = in.key_positions.to(at::kCPU).contiguous();
       std::vector<int64_t> pos(host.data_ptr<int64_t>(), host.data_ptr<int64_t>() + KV * S);
@@ -199,6 +222,7 @@ AttentionInputs PolicyCache::append(int layer_index, const NewEntries& e) {
       in.key_positions = long_tensor(rank, config_.device).view({KV, S});
     }
     in.query_positions = at::arange(n - T, n, at::TensorOptions().dtype(at::kLong).device(config_.device));
+    in.last_query_position = n - 1;
   }
   return in;
 }
@@ -208,7 +232,9 @@ void PolicyCache::observe_attention(int layer_index, const at::Tensor& probs) {
   Layer& l = layers_[layer_index];
   const int64_t KV = config_.num_kv_heads, H = config_.num_heads, group = H / KV;
   const int64_t T = probs.size(1), S = probs.size(2);
-  if (T == 1 && probs.device().is_cpu() && probs.scalar_type() == at::kFloat) {
+  if (on_device_) {
+    observe_on_device(l, probs);
+  } else if (T == 1 && probs.device().is_cpu() && probs.scalar_type() == at::kFloat) {
     // A decode step on the host: the tensor path's float64 arithmetic (group members summed
     // in order, the mean as that sum divided by the group size), without its temporaries.
     const at::Tensor p = probs.contiguous();
@@ -234,16 +260,9 @@ void PolicyCache::observe_attention(int layer_index, const at::Tensor& probs) {
 }
 
 void PolicyCache::observe_attention_tensors(Layer& l, const at::Tensor& probs) {
-  const int64_t KV = config_.num_kv_heads, H = config_.num_heads, group = H / KV;
+  const int64_t KV = config_.num_kv_heads;
   const int64_t T = probs.size(1), S = probs.size(2);
-  // Aggregated in float64 so decisions do not hinge on float32 summation order.
-  const at::Tensor grouped = probs.view({KV, group, T, S}).to(at::kDouble);
-  at::Tensor agg;
-  switch (config_.aggregation) {
-    case AttentionAggregation::Mean: agg = grouped.mean(1); break;
-    case AttentionAggregation::Sum: agg = grouped.sum(1); break;
-    case AttentionAggregation::Max: agg = std::get<0>(grouped.max(1)); break;
-  }
+  const at::Tensor agg = aggregate_query_heads(probs, KV, config_.aggregation);
   const at::Tensor summed = agg.sum(1).to(at::kCPU, at::kDouble).contiguous();          // [KV, S]
   const at::Tensor last = agg.select(1, T - 1).to(at::kCPU, at::kDouble).contiguous();  // [KV, S]
   const double* ps = summed.data_ptr<double>();
@@ -276,13 +295,14 @@ void PolicyCache::decide_and_apply(int layer_index, const at::Tensor& probs) {
 }
 
 void PolicyCache::reduce_to_budget(int layer_index, const at::Tensor& probs) {
+  if (on_device_) return reduce_on_device(layer_index, probs);
   Layer& l = layers_[layer_index];
   const int64_t KV = config_.num_kv_heads;
-  const LayerStep step(l.k, &probs, static_cast<int>(config_.num_heads));
+  const std::unique_ptr<StepView> step = step_view(l, &probs);
   // One token leaves each over-budget head per decision, as in decoding.
   for (int64_t n = size(layer_index); n > budget_;) {
     std::vector<Decision> decisions(KV);
-    policy_->decide(layer_index, l.heads, step, decisions);
+    policy_->decide(layer_index, l.heads, *step, decisions);
     // The budget holds per head: a head that is not over it keeps its tokens.
     for (int64_t h = 0; h < KV; ++h)
       if (l.heads[h].size() <= budget_) decisions[h] = Decision{};
@@ -311,6 +331,11 @@ void PolicyCache::cut_to_budget(std::shared_ptr<CachePolicy> policy, int64_t bud
 
 void PolicyCache::apply(int layer_index, const std::vector<Decision>& decisions) {
   Layer& l = layers_[layer_index];
+  if (on_device_) {
+    l.device.apply(DeviceDecision::from_host(decisions, config_.device), l.v);
+    ++l.changes;
+    return;
+  }
   if (decisions.size() != l.heads.size()) fail("internal: ", decisions.size(), " decisions for ", l.heads.size(), " KV heads");
   std::vector<int64_t> mh, mj, mr, ah, aj, at_;
   std::vector<double> mw, as;
@@ -379,15 +404,17 @@ void PolicyCache::apply(int layer_index, const std::vector<Decision>& decisions)
 }
 
 void PolicyCache::check_invariants() const {
-  for (const Layer& l : layers_)
-    for (const HeadCells& h : l.heads) {
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = layers_[i];
+    for (const HeadCells& h : host_heads(static_cast<int>(i))) {
       h.check_invariants();
       if (h.capacity() < l.used) fail("cache metadata: a head's capacity is below the layer's used slots");
     }
+  }
 }
 
 std::vector<int64_t> PolicyCache::kept_positions(int layer, int head) const {
-  const HeadCells& s = layers_[layer].heads[head];
+  const HeadCells& s = cells(layer, head);
   std::vector<int64_t> out;
   for (const SlotId slot : s.order()) out.push_back(value_of(s.position(slot)));
   return out;
@@ -395,17 +422,19 @@ std::vector<int64_t> PolicyCache::kept_positions(int layer, int head) const {
 
 std::vector<float> PolicyCache::value(int layer, int head, int index) const {
   const Layer& l = layers_[layer];
-  const at::Tensor row = l.v[head][index_of(l.heads[head].slot(index))].to(at::kCPU, at::kFloat).contiguous();
+  const at::Tensor row = l.v[head][index_of(cells(layer, head).slot(index))].to(at::kCPU, at::kFloat).contiguous();
   return std::vector<float>(row.data_ptr<float>(), row.data_ptr<float>() + row.numel());
 }
 
-std::unique_ptr<StepView> PolicyCache::key_source(int layer) const {
-  return std::make_unique<LayerStep>(layers_[layer].k, nullptr, static_cast<int>(config_.num_heads));
+std::unique_ptr<StepView> PolicyCache::key_source(int layer) const { return step_view(layers_[layer], nullptr); }
+
+std::unique_ptr<StepView> PolicyCache::step_view(const Layer& l, const at::Tensor* probabilities) const {
+  return std::make_unique<LayerStep>(l.k, probabilities, static_cast<int>(config_.num_heads));
 }
 
 std::pair<at::Tensor, at::Tensor> PolicyCache::head_keys_values(int layer, int head) const {
   const Layer& l = layers_[layer];
-  const auto& order = l.heads[head].order();
+  const auto& order = cells(layer, head).order();
   std::vector<int64_t> slots;
   for (const SlotId s : order) slots.push_back(index_of(s));
   const at::Tensor idx = long_tensor(slots, config_.device);
@@ -424,6 +453,8 @@ PolicyCache PolicyCache::clone() const {
     l.k = l.k.clone();
     l.v = l.v.clone();
     l.pos = l.pos.clone();
+    if (on_device_) l.device = l.device.clone();
+    l.host_view_changes = -1;
   }
   return copy;
 }

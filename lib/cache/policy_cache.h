@@ -12,6 +12,7 @@
 #include <memory>
 #include <vector>
 
+#include "cache/device_cells.h"
 #include "cache/policy.h"
 #include "cache/policy_registry.h"
 #include "cache/position_mode.h"
@@ -27,12 +28,20 @@ enum class Compression {
   Hold,      // never: the cache grows past its budget (a prompt fed whole before cut_to_budget)
 };
 
+// Where the cache keeps its bookkeeping and makes its decisions (methods §2.10).
+enum class CacheBookkeeping {
+  Auto,    // on the device for a GPU cache, on the host for a CPU one (the faster on each)
+  Host,    // HeadCells vectors and host loops; attention rows are copied to the host
+  Device,  // DeviceCells tensors on the cache's device; no tensor data is read on the host
+};
+
 struct PolicyCacheConfig {
   int64_t num_layers = 0, num_heads = 0, num_kv_heads = 0, head_dim = 0;
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
   PositionMode positions = PositionMode::Original;
   AttentionAggregation aggregation = AttentionAggregation::Mean;
+  CacheBookkeeping bookkeeping = CacheBookkeeping::Auto;
 };
 
 // Receives every decision after it is made, before it is applied (for diagnostics such as
@@ -81,7 +90,9 @@ class PolicyCache final : public KvCache {
   // cache that held a whole prompt (Compression::Hold); compression is EachCall afterwards.
   void cut_to_budget(std::shared_ptr<CachePolicy> policy, int64_t budget);
 
-  const HeadCells& cells(int layer, int head) const { return layers_[layer].heads[head]; }
+  // One head's bookkeeping (on the device path, a host copy made on demand).
+  const HeadCells& cells(int layer, int head) const { return host_heads(layer)[static_cast<size_t>(head)]; }
+  bool bookkeeping_on_device() const { return on_device_; }
   // Checks every head's metadata invariants (HeadCells::check_invariants).
   void check_invariants() const;
   // Original positions of the tokens one head keeps, in sequence order.
@@ -90,7 +101,8 @@ class PolicyCache final : public KvCache {
   std::vector<float> value(int layer, int head, int index) const;
   int64_t budget() const { return budget_; }
   // Wall time spent in the cache's own work (bookkeeping, decisions, merges), excluding
-  // the attention it serves: the policy's cost on top of the model step.
+  // the attention it serves: the policy's cost on top of the model step. On the device path
+  // this is the host's time to issue the work, which a GPU runs asynchronously.
   double policy_seconds() const { return policy_seconds_; }
   const CachePolicy& policy() const { return *policy_; }
   // Applies decisions made outside the policy (kvscope perturb's one-off merges); one per
@@ -109,6 +121,11 @@ class PolicyCache final : public KvCache {
     std::vector<HeadCells> heads;
     std::vector<int64_t> new_positions;  // positions of the tokens appended last
     at::Tensor held_last_query;          // while holding: the last query's attention [heads, 1, slots]
+    DeviceCells device;                  // the device path's bookkeeping (heads stays empty)
+    at::Tensor first_new_position;       // the device path: position of the first token appended last, [1]
+    int64_t changes = 0;                 // the device path: bumped by every change, for host_view
+    mutable std::vector<HeadCells> host_view;  // the device path: heads as of host_view_changes
+    mutable int64_t host_view_changes = -1;
   };
   PolicyCache(const PolicyCache&) = default;  // only clone() copies
   void grow(Layer& l, int64_t needed);
@@ -116,6 +133,13 @@ class PolicyCache final : public KvCache {
   void observe_attention_tensors(Layer& l, const at::Tensor& probabilities);
   void decide_and_apply(int layer, const at::Tensor& probabilities);
   void reduce_to_budget(int layer, const at::Tensor& probabilities);
+  const std::vector<HeadCells>& host_heads(int layer) const;
+  // Keys from the layer's store and, when given, attention from the call's probabilities.
+  std::unique_ptr<StepView> step_view(const Layer& l, const at::Tensor* probabilities) const;
+  // The device path (policy_cache_device.cpp).
+  AttentionInputs append_on_device(Layer& l, const NewEntries& entries);
+  void observe_on_device(Layer& l, const at::Tensor& probabilities);
+  void reduce_on_device(int layer, const at::Tensor& probabilities);
 
   PolicyCacheConfig config_;
   std::shared_ptr<CachePolicy> policy_;
@@ -125,6 +149,7 @@ class PolicyCache final : public KvCache {
   DecisionObserver* decision_observer_ = nullptr;
   double policy_seconds_ = 0.0;
   Compression compression_ = Compression::EachCall;
+  bool on_device_ = false;
 };
 
 }  // namespace kvscope

@@ -44,6 +44,8 @@ const PolicyInfo& policy_info(const std::string& name) {
   return it->second;
 }
 
+bool CachePolicy::decide_on_device(int, const DeviceStep&, DeviceDecision&) { return false; }
+
 bool CachePolicy::compresses_layer(int layer) const {
   const auto& skip = options_.skip_layers;
   return std::find(skip.begin(), skip.end(), layer) == skip.end();

@@ -43,7 +43,7 @@ AttentionInputs FullKvCache::append(int layer_index, const NewEntries& e) {
   l.positions.narrow(0, l.length, t).copy_(e.positions);
   l.length += t;
   return AttentionInputs{l.k.narrow(1, 0, l.length), l.v.narrow(1, 0, l.length),
-                         l.positions.narrow(0, 0, l.length), e.positions};
+                         l.positions.narrow(0, 0, l.length), e.positions, e.last_position};
 }
 
 FullKvCache FullKvCache::clone() const {

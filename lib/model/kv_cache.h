@@ -15,6 +15,9 @@ struct NewEntries {
   const at::Tensor& k;           // [kv_heads, T, head_dim], rotated at `positions`
   const at::Tensor& v;           // [kv_heads, T, head_dim]
   const at::Tensor& positions;   // [T] int64 original positions
+  // The last of `positions` as the caller knows it on the host, or -1: a cache passes it on
+  // so that rotating the queries needs no read of a device tensor.
+  int64_t last_position = -1;
 };
 
 // What attention reads after an append: every entry the new queries may attend to.
@@ -23,6 +26,7 @@ struct AttentionInputs {
   at::Tensor values;           // [kv_heads, S, head_dim]
   at::Tensor key_positions;    // [S] or [kv_heads, S]: positions used for the causal mask
   at::Tensor query_positions;  // [T]: positions at which the queries are rotated and masked
+  int64_t last_query_position = -1;  // the largest query position on the host, or -1 where unknown
 };
 
 class KvCache {

@@ -81,7 +81,8 @@ at::Tensor LlamaModel::attention_block(int layer, const at::Tensor& x, const at:
     for (int64_t i = begin; i < end; ++i) {
       const Segment& s = segments[static_cast<size_t>(i)];
       outs[static_cast<size_t>(i)] = attend(layer, q_pre.narrow(0, s.row, s.length), k_pre.narrow(0, s.row, s.length),
-                                            v.narrow(0, s.row, s.length), positions.narrow(0, s.row, s.length), *s.cache, s.observer);
+                                            v.narrow(0, s.row, s.length), positions.narrow(0, s.row, s.length), s.last_position,
+                                            *s.cache, s.observer);
     }
   };
   if (device_.is_cpu()) parallel_rows(static_cast<int64_t>(segments.size()), 1, attend_range);
@@ -90,17 +91,17 @@ at::Tensor LlamaModel::attention_block(int layer, const at::Tensor& x, const at:
 }
 
 at::Tensor LlamaModel::attend(int layer, const at::Tensor& q_rows, const at::Tensor& k_rows, const at::Tensor& v_rows,
-                              const at::Tensor& positions, KvCache& cache, ForwardObserver* observer) const {
+                              const at::Tensor& positions, int64_t last_position, KvCache& cache, ForwardObserver* observer) const {
   const int64_t T = q_rows.size(0), H = config_.num_heads, KV = config_.num_kv_heads, hd = config_.head_dim;
   const int64_t group = H / KV;
 
   const at::Tensor q_pre = q_rows.reshape({T, H, hd}).transpose(0, 1);
   const at::Tensor k_pre = k_rows.reshape({T, KV, hd}).transpose(0, 1).contiguous();
   const at::Tensor v = v_rows.reshape({T, KV, hd}).transpose(0, 1).contiguous();
-  const at::Tensor k = rope_.apply(k_pre, positions);
+  const at::Tensor k = rope_.apply_known(k_pre, positions, last_position);
 
-  const AttentionInputs in = cache.append(layer, NewEntries{k_pre, k, v, positions});
-  const at::Tensor q = rope_.apply(q_pre, in.query_positions);  // [H, T, hd]
+  const AttentionInputs in = cache.append(layer, NewEntries{k_pre, k, v, positions, last_position});
+  const at::Tensor q = rope_.apply_known(q_pre, in.query_positions, in.last_query_position);  // [H, T, hd]
   const int64_t S = in.keys.size(1);
 
   // Query head h reads KV head h / group: grouping the query heads of one KV head into the
@@ -201,7 +202,7 @@ at::Tensor LlamaModel::forward(const at::Tensor& tokens, int64_t start_position,
   const at::Tensor ids = tokens.to(device_, at::kLong);
   const int64_t T = ids.size(0);
   const at::Tensor positions = at::arange(start_position, start_position + T, at::TensorOptions().dtype(at::kLong).device(device_));
-  const at::Tensor h = run_layers(ids, positions, {Segment{0, T, &cache, observer}}, /*row_invariant=*/T == 1);
+  const at::Tensor h = run_layers(ids, positions, {Segment{0, T, &cache, observer, start_position + T - 1}}, /*row_invariant=*/T == 1);
   if (logits == Logits::None) return {};
   const at::Tensor last = logits == Logits::Last ? h.narrow(0, T - 1, 1) : h;
   return project(rms_norm(last, weights_.final_norm), weights_.lm_head, {}, T == 1).to(at::kFloat);
@@ -213,7 +214,7 @@ at::Tensor LlamaModel::forward_step(const std::vector<DecodeSlot>& slots, Logits
   std::vector<Segment> segments;
   for (const DecodeSlot& s : slots) {
     if (!s.cache) fail("forward_step: a run has no cache");
-    segments.push_back(Segment{static_cast<int64_t>(tokens.size()), 1, s.cache, s.observer});
+    segments.push_back(Segment{static_cast<int64_t>(tokens.size()), 1, s.cache, s.observer, s.position});
     tokens.push_back(s.token);
     positions.push_back(s.position);
   }

@@ -65,13 +65,14 @@ class LlamaModel {
     int64_t row, length;
     KvCache* cache;
     ForwardObserver* observer;
+    int64_t last_position;  // of the segment's tokens, on the host: RoPE then reads no device data
   };
   at::Tensor run_layers(const at::Tensor& ids, const at::Tensor& positions, const std::vector<Segment>& segments,
                         bool row_invariant) const;
   at::Tensor attention_block(int layer, const at::Tensor& x, const at::Tensor& positions,
                              const std::vector<Segment>& segments, bool row_invariant) const;
   at::Tensor attend(int layer, const at::Tensor& q_pre, const at::Tensor& k_pre, const at::Tensor& v,
-                    const at::Tensor& positions, KvCache& cache, ForwardObserver* observer) const;
+                    const at::Tensor& positions, int64_t last_position, KvCache& cache, ForwardObserver* observer) const;
   at::Tensor mlp_block(int layer, const at::Tensor& x, bool row_invariant) const;
   at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight) const;
 

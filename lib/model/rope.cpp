@@ -103,7 +103,30 @@ at::Tensor rotate_from_table(const at::Tensor& x_in, const at::Tensor& positions
   return out;
 }
 
+// x rotated by per-position cos/sin ([T, half] shared by all heads, or [heads, T, half]).
+at::Tensor rotate_with(const at::Tensor& x, at::Tensor cos, at::Tensor sin) {
+  if (cos.dim() == 2) {
+    cos = cos.unsqueeze(0);
+    sin = sin.unsqueeze(0);
+  }
+  const int64_t half = x.size(-1) / 2;
+  const at::Tensor x1 = x.narrow(-1, 0, half);
+  const at::Tensor x2 = x.narrow(-1, half, half);
+  return at::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, -1);
+}
+
 }  // namespace
+
+at::Tensor Rope::apply_known(const at::Tensor& x, const at::Tensor& positions, int64_t max_position) const {
+  if (x.device().is_cpu() || max_position < 0 || max_position >= table_size_) return apply(x, positions);
+  const int64_t half = x.size(-1) / 2;
+  std::vector<int64_t> shape = positions.sizes().vec();
+  shape.push_back(half);
+  const at::Tensor flat = positions.reshape({-1});
+  const at::Tensor cos = cos_table_.index({flat}).view(shape).to(x.scalar_type());
+  const at::Tensor sin = sin_table_.index({flat}).view(shape).to(x.scalar_type());
+  return rotate_with(x, cos, sin);
+}
 
 at::Tensor Rope::apply(const at::Tensor& x, const at::Tensor& positions) const {
   if (x.device().is_cpu() && x.scalar_type() == at::kFloat && x.dim() == 3 && x.size(-1) % 2 == 0 && !x.requires_grad() &&
@@ -134,13 +157,7 @@ at::Tensor Rope::apply(const at::Tensor& x, const at::Tensor& positions) const {
     cos = (angles.cos() * attention_factor_).to(x.scalar_type());
     sin = (angles.sin() * attention_factor_).to(x.scalar_type());
   }
-  if (cos.dim() == 2) {
-    cos = cos.unsqueeze(0);
-    sin = sin.unsqueeze(0);
-  }
-  const at::Tensor x1 = x.narrow(-1, 0, half);
-  const at::Tensor x2 = x.narrow(-1, half, half);
-  return at::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, -1);
+  return rotate_with(x, cos, sin);
 }
 
 }  // namespace kvscope

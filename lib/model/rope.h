@@ -15,6 +15,10 @@ class Rope {
 
   // x: [heads, T, head_dim]; positions: [T] (shared by all heads) or [heads, T] (int64).
   at::Tensor apply(const at::Tensor& x, const at::Tensor& positions) const;
+  // The same rotation for positions the caller knows lie in [0, max_position]: it reads no
+  // position on the host, so a GPU need not stop for it. A negative max_position (unknown)
+  // is apply().
+  at::Tensor apply_known(const at::Tensor& x, const at::Tensor& positions, int64_t max_position) const;
   // The scaled inverse frequencies (float64, [head_dim / 2]).
   const at::Tensor& inv_freq() const { return inv_freq_; }
 

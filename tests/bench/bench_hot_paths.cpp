@@ -93,16 +93,20 @@ BENCHMARK_CAPTURE(BM_DecodeBatch, together, true)->Arg(1)->Arg(4)->Arg(16)->Arg(
 BENCHMARK_CAPTURE(BM_DecodeBatch, one_at_a_time, false)->Arg(4)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // The cache alone: append one token and observe one attention row per layer, with the
-// 55 M model's shapes (8 layers, 8 heads, 2 KV heads, head_dim 64) at a full budget.
+// 55 M model's shapes (8 layers, 8 heads, 2 KV heads, head_dim 64) at a full budget. The
+// second argument picks the bookkeeping: 0 host (a CPU cache's), 1 device (a GPU cache's,
+// here run on CPU tensors to price its operator dispatch).
 void BM_CacheStep(benchmark::State& state, const std::string& policy) {
   const int64_t budget = state.range(0), L = 8, H = 8, KV = 2, hd = 64;
+  const CacheBookkeeping bookkeeping = state.range(1) ? CacheBookkeeping::Device : CacheBookkeeping::Host;
+  state.SetLabel(state.range(1) ? "device path" : "host path");
   ModelConfig rc;
   rc.head_dim = hd;
   rc.max_position_embeddings = 1 << 16;
   const Rope rope(rc, at::kCPU);
   PolicyOptions po;
   po.budget = budget;
-  PolicyCache cache(PolicyCacheConfig{L, H, KV, hd, at::kFloat, at::kCPU, PositionMode::Original, AttentionAggregation::Mean},
+  PolicyCache cache(PolicyCacheConfig{L, H, KV, hd, at::kFloat, at::kCPU, PositionMode::Original, AttentionAggregation::Mean, bookkeeping},
                     std::shared_ptr<CachePolicy>(make_policy(policy, po)), rope, policy == "full" ? 1 << 20 : budget);
   const at::Tensor k = at::randn({KV, 1, hd}), v = at::randn({KV, 1, hd});
   // Attention rows drawn once, outside the timed steps (drawing 8 x 1,024 random numbers
@@ -122,10 +126,10 @@ void BM_CacheStep(benchmark::State& state, const std::string& policy) {
   for (auto _ : state) step();
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK_CAPTURE(BM_CacheStep, full, std::string("full"))->Arg(1024)->Unit(benchmark::kMicrosecond)->Iterations(500);
-BENCHMARK_CAPTURE(BM_CacheStep, streaming, std::string("streaming"))->Arg(1024)->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(BM_CacheStep, h2o, std::string("h2o"))->Arg(1024)->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(BM_CacheStep, weightedkv, std::string("weightedkv"))->Arg(1024)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_CacheStep, full, std::string("full"))->Args({1024, 0})->Unit(benchmark::kMicrosecond)->Iterations(500);
+BENCHMARK_CAPTURE(BM_CacheStep, streaming, std::string("streaming"))->Args({1024, 0})->Args({1024, 1})->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_CacheStep, h2o, std::string("h2o"))->Args({1024, 0})->Args({1024, 1})->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_CacheStep, weightedkv, std::string("weightedkv"))->Args({1024, 0})->Args({1024, 1})->Unit(benchmark::kMicrosecond);
 
 // One linear layer for B rows: kvscope's batch-invariant kernel against BLAS (B mv calls, as
 // B runs decoded one at a time would make; one mm, as a batch would without invariance).

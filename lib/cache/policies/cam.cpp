@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <random>
 
+#include "cache/device_cells.h"
 #include "cache/policy_registry.h"
 
 namespace kvscope {
@@ -35,6 +36,34 @@ class CamPolicy : public CachePolicy {
       if (d.kind == Decision::Drop) d.targets.clear();
       out[h] = std::move(d);
     }
+  }
+  bool decide_on_device(int, const DeviceStep& step, DeviceDecision& out) override {
+    const DeviceCells& c = step.cells;
+    const int64_t n_targets = options_.cam_merge_count;
+    const at::Device dev = c.device();
+    const std::vector<int64_t> first = middle_bounds(c.sizes()).begin;
+    std::vector<int64_t> counts;
+    std::vector<double> draws, scales;
+    for (size_t h = 0; h < first.size(); ++h) {
+      counts.push_back(std::max<int64_t>(0, std::min(n_targets, c.sizes()[h] - 1 - first[h])));
+      draws.push_back(static_cast<double>(rng_() >> 11) * 0x1.0p-53);  // one draw per head, as on the host
+      scales.push_back(counts.back() > 0 ? 1.0 / static_cast<double>(counts.back()) : 0.0);
+    }
+    out = DeviceDecision::drops(per_head_tensor(first, dev));
+    out.target_counts = counts;
+    for (size_t h = 0; h < counts.size(); ++h)
+      if (counts[h] > 0) out.kinds[h] = Decision::AdditiveMerge;
+    const at::Tensor column = at::arange(n_targets, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(0);
+    out.targets = (out.victim.unsqueeze(1) + 1 + column).clamp_max(c.capacity() - 1);  // [KV, N]
+    const at::Tensor acc = c.in_order(c.attention_sum());
+    const at::Tensor valid = column.lt(per_head_tensor(counts, dev).unsqueeze(1));
+    // Summed target by target (a leading dimension): the host loop's order.
+    const at::Tensor mean_target = acc.gather(1, out.targets).masked_fill(mask_not(valid), 0.0).t().contiguous().sum(0) /
+                                   upload(std::vector<double>(counts.begin(), counts.end()), dev).clamp_min(1.0);
+    const at::Tensor evicted = acc.gather(1, out.victim.unsqueeze(1)).squeeze(1);
+    const at::Tensor p = (evicted / mean_target).clamp(0.0, 1.0).masked_fill(mask_not(mean_target.gt(0)), 1.0);
+    out.scale = upload(scales, dev) * upload(draws, dev).lt(p).to(at::kDouble);
+    return true;
   }
 
  private:

@@ -1,4 +1,5 @@
 // H2O (methods §2.4): the middle token with the lowest accumulated attention a leaves, per head.
+#include "cache/device_cells.h"
 #include "cache/policy_registry.h"
 
 namespace kvscope {
@@ -12,6 +13,12 @@ class H2OPolicy : public CachePolicy {
       const HeadCells& s = heads[h];
       out[h] = Decision::drop(argmin_near(middle(s), [&](int i) { return s.attention_sum(s.slot(i)); }));
     }
+  }
+  bool decide_on_device(int, const DeviceStep& step, DeviceDecision& out) override {
+    const DeviceCells& c = step.cells;
+    const Bounds b = middle_bounds(c.sizes());
+    out = DeviceDecision::drops(argmin_near_on_device(c.in_order(c.attention_sum()), c.region_mask(b.begin, b.end), kScoreTolerance));
+    return true;
   }
 };
 

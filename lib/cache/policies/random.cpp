@@ -2,6 +2,7 @@
 // Draw protocol (replayable): one 64-bit draw per (step, layer, head), in that order.
 #include <random>
 
+#include "cache/device_cells.h"
 #include "cache/policy_registry.h"
 
 namespace kvscope {
@@ -15,6 +16,16 @@ class RandomPolicy : public CachePolicy {
       const Region r = middle(heads[h]);
       out[h] = Decision::drop(r.begin + static_cast<int>(rng_() % static_cast<uint64_t>(r.end - r.begin)));
     }
+  }
+  // The draws depend on the head sizes only, so the device path takes the same ones.
+  bool decide_on_device(int, const DeviceStep& step, DeviceDecision& out) override {
+    std::vector<int64_t> victims;
+    for (const int64_t n : step.cells.sizes()) {
+      const Region r = middle(n);
+      victims.push_back(r.begin + static_cast<int64_t>(rng_() % static_cast<uint64_t>(r.end - r.begin)));
+    }
+    out = DeviceDecision::drops(upload(victims, step.cells.device()));
+    return true;
   }
 
  private:

@@ -1,4 +1,5 @@
 // StreamingLLM (methods §2.3): the sinks and the most recent budget - sinks tokens.
+#include "cache/device_cells.h"
 #include "cache/policy_registry.h"
 
 namespace kvscope {
@@ -9,6 +10,10 @@ class StreamingPolicy : public CachePolicy {
   using CachePolicy::CachePolicy;
   void decide(int, const std::vector<HeadCells>& heads, const StepView&, std::vector<Decision>& out) override {
     for (size_t h = 0; h < heads.size(); ++h) out[h] = Decision::drop(middle(heads[h]).begin);
+  }
+  bool decide_on_device(int, const DeviceStep& step, DeviceDecision& out) override {
+    out = DeviceDecision::drops(per_head_tensor(middle_bounds(step.cells.sizes()).begin, step.cells.device()));
+    return true;
   }
 };
 

@@ -1,5 +1,6 @@
 // TOVA (methods §2.5): one token set per layer; the middle token with the lowest attention
 // from the last query, averaged over every query head of the layer, leaves every KV head.
+#include "cache/device_cells.h"
 #include "cache/policy_registry.h"
 #include "core/error.h"
 
@@ -30,6 +31,24 @@ class TovaPolicy : public CachePolicy {
       return total / static_cast<double>(kv);
     });
     for (size_t h = 0; h < heads.size(); ++h) out[h] = Decision::drop(j);
+  }
+  bool decide_on_device(int, const DeviceStep& step, DeviceDecision& out) override {
+    const DeviceCells& c = step.cells;
+    for (const int64_t n : c.sizes()) {
+      if (n != c.sizes().front()) fail("tova keeps one token set per layer, but the heads of a layer hold different numbers of tokens");
+    }
+    if (!step.last_query.defined()) fail("internal: this decision was made outside a decode step and cannot read attention");
+    const int64_t kv = c.kv_heads(), group = step.query_heads / kv, S = step.last_query.size(1);
+    // The host rule's float64 order: each KV head's group mean, then the mean over KV heads
+    // (sums over leading dimensions, which ATen reduces one row after another).
+    const at::Tensor group_mean = step.last_query.to(at::kDouble).view({kv, group, S}).sum(1) / static_cast<double>(group);
+    at::Tensor per_slot = at::zeros({kv, c.capacity()}, group_mean.options());
+    per_slot.narrow(1, 0, S).copy_(group_mean);
+    const at::Tensor score = c.in_order(per_slot).sum(0, /*keepdim=*/true) / static_cast<double>(kv);
+    const Bounds b = middle_bounds({c.sizes().front()});
+    const at::Tensor j = argmin_near_on_device(score, c.region_mask(b.begin, b.end).narrow(0, 0, 1), kScoreTolerance);
+    out = DeviceDecision::drops(j.expand({kv}).contiguous());
+    return true;
   }
 };
 

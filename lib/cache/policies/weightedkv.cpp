@@ -4,8 +4,10 @@
 // The newest token is never a candidate. weightedkv-evict is the paper's ablation: the
 // same choice, the value dropped too.
 #include <algorithm>
+#include <limits>
 #include <memory>
 
+#include "cache/device_cells.h"
 #include "cache/policy_registry.h"
 
 namespace kvscope {
@@ -41,6 +43,69 @@ class WeightedKvBase : public CachePolicy {
       const double w = std::clamp(weighting_->weight(c), 0.0, 1.0);
       out[h] = Decision::convex_merge(j, recv, w);
     }
+  }
+
+  bool decide_on_device(int, const DeviceStep& step, DeviceDecision& out) override {
+    const DeviceCells& c = step.cells;
+    Bounds b = middle_bounds(c.sizes(), 1);
+    if (options_.neighbour_in_middle)
+      for (size_t h = 0; h < b.end.size(); ++h)
+        if (b.end[h] - 1 > b.begin[h]) b.end[h] -= 1;
+    const at::Tensor acc = c.in_order(c.attention_sum()), steps = c.in_order(c.steps()).to(at::kDouble);
+    const at::Tensor j = argmin_near_on_device(acc / steps.clamp_min(1.0), c.region_mask(b.begin, b.end), kScoreTolerance);
+    if (!merge_) {
+      out = DeviceDecision::drops(j);
+      return true;
+    }
+    const at::Tensor keys = weighting_->needs_keys() || options_.receiver == MergeReceiver::MostSimilarKey
+                                ? c.in_order(step.keys.to(at::kFloat))
+                                : at::Tensor();
+    const at::Tensor r = receiver_on_device(c, j, keys);
+    auto pick = [](const at::Tensor& in_order, const at::Tensor& index) { return in_order.gather(1, index.unsqueeze(1)).squeeze(1); };
+    MergeCandidateTensors m;
+    m.acc_j = pick(acc, j);
+    m.acc_r = pick(acc, r);
+    m.count_j = pick(steps, j);
+    m.count_r = pick(steps, r);
+    const at::Tensor mult = c.in_order(c.multiplicity()).to(at::kDouble), last = c.in_order(c.last_attention());
+    const at::Tensor norm = c.in_order(c.key_norm()).to(at::kDouble);
+    m.mult_j = pick(mult, j);
+    m.mult_r = pick(mult, r);
+    m.current_j = pick(last, j);
+    m.current_r = pick(last, r);
+    m.key_norm_j = pick(norm, j);
+    m.key_norm_r = pick(norm, r);
+    if (weighting_->needs_keys()) {
+      const int64_t hd = keys.size(2);
+      m.key_j = keys.gather(1, j.view({-1, 1, 1}).expand({keys.size(0), 1, hd})).squeeze(1);
+      m.key_r = keys.gather(1, r.view({-1, 1, 1}).expand({keys.size(0), 1, hd})).squeeze(1);
+    }
+    const at::Tensor w = weighting_->weight_on_device(m);
+    if (!w.defined()) return false;
+    out = DeviceDecision::drops(j);
+    out.kinds.assign(out.kinds.size(), Decision::ConvexMerge);
+    out.receiver = r;
+    out.weight = w.clamp(0.0, 1.0);
+    return true;
+  }
+
+ private:
+  // receiver_index for every head at once; `keys` [kv_heads, capacity, head_dim] in sequence
+  // order when the receiver reads them.
+  at::Tensor receiver_on_device(const DeviceCells& c, const at::Tensor& j, const at::Tensor& keys) const {
+    switch (options_.receiver) {
+      case MergeReceiver::Right: return j + 1;
+      case MergeReceiver::Left: return j - 1 + 2 * j.eq(0).to(at::kLong);
+      case MergeReceiver::MostSimilarKey: {
+        const int64_t kv = keys.size(0), hd = keys.size(2);
+        const at::Tensor kj = keys.gather(1, j.view({-1, 1, 1}).expand({kv, 1, hd}));
+        const at::Tensor index = at::arange(c.capacity(), j.options()).unsqueeze(0);
+        const at::Tensor outside = index.eq(j.unsqueeze(1)) | index.ge(per_head_tensor(c.sizes(), c.device()).unsqueeze(1));
+        // The first most similar key wins, as in the host loop.
+        return at::argmax(cosine_similarity_rows(keys, kj).masked_fill(outside, -std::numeric_limits<double>::infinity()), 1);
+      }
+    }
+    return j + 1;
   }
 
  private:

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "cache/device_cells.h"
 #include "cache/merge_weighting.h"
 
 namespace kvscope {
@@ -17,6 +18,9 @@ class AverageAttention : public MergeWeighting {
   double weight(const MergeCandidate& c) const override {
     return share(c.acc_j / std::max(1.0, c.count_j), c.acc_r / std::max(1.0, c.count_r));
   }
+  at::Tensor weight_on_device(const MergeCandidateTensors& c) const override {
+    return convex_share(c.acc_j / c.count_j.clamp_min(1.0), c.acc_r / c.count_r.clamp_min(1.0));
+  }
 };
 KVSCOPE_REGISTER_MERGE_WEIGHTING(AverageAttention, "avg-attention", "a_j/n_j : a_r/n_r, the paper's weighting (default)");
 
@@ -24,12 +28,14 @@ KVSCOPE_REGISTER_MERGE_WEIGHTING(AverageAttention, "avg-attention", "a_j/n_j : a
 class AccumulatedAttention : public MergeWeighting {
  public:
   double weight(const MergeCandidate& c) const override { return share(c.acc_j, c.acc_r); }
+  at::Tensor weight_on_device(const MergeCandidateTensors& c) const override { return convex_share(c.acc_j, c.acc_r); }
 };
 KVSCOPE_REGISTER_MERGE_WEIGHTING(AccumulatedAttention, "acc-attention", "a_j : a_r, accumulated attention sums");
 
 class Uniform : public MergeWeighting {
  public:
   double weight(const MergeCandidate&) const override { return 0.5; }
+  at::Tensor weight_on_device(const MergeCandidateTensors& c) const override { return at::full_like(c.acc_j, 0.5); }
 };
 KVSCOPE_REGISTER_MERGE_WEIGHTING(Uniform, "uniform", "1/2 : 1/2");
 
@@ -37,6 +43,7 @@ KVSCOPE_REGISTER_MERGE_WEIGHTING(Uniform, "uniform", "1/2 : 1/2");
 class CurrentSoftmax : public MergeWeighting {
  public:
   double weight(const MergeCandidate& c) const override { return share(c.current_j, c.current_r); }
+  at::Tensor weight_on_device(const MergeCandidateTensors& c) const override { return convex_share(c.current_j, c.current_r); }
 };
 KVSCOPE_REGISTER_MERGE_WEIGHTING(CurrentSoftmax, "current-softmax", "e_j : e_r of the current query's softmax");
 
@@ -44,6 +51,7 @@ KVSCOPE_REGISTER_MERGE_WEIGHTING(CurrentSoftmax, "current-softmax", "e_j : e_r o
 class Multiplicity : public MergeWeighting {
  public:
   double weight(const MergeCandidate& c) const override { return share(c.mult_j, c.mult_r); }
+  at::Tensor weight_on_device(const MergeCandidateTensors& c) const override { return convex_share(c.mult_j, c.mult_r); }
 };
 KVSCOPE_REGISTER_MERGE_WEIGHTING(Multiplicity, "multiplicity", "m_j : m_r, the number of original tokens in each slot");
 
@@ -53,6 +61,9 @@ class KeySimilarity : public MergeWeighting {
  public:
   double weight(const MergeCandidate& c) const override {
     return 0.5 * std::max(0.0, cosine_similarity(*c.key_j, *c.key_r));
+  }
+  at::Tensor weight_on_device(const MergeCandidateTensors& c) const override {
+    return 0.5 * cosine_similarity_rows(c.key_j, c.key_r).clamp_min(0.0);
   }
   bool needs_keys() const override { return true; }
 };

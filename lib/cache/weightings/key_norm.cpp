@@ -2,6 +2,7 @@
 // (Devoto et al.), so weight each value by exp(-||k||), normalised over the pair.
 #include <cmath>
 
+#include "cache/device_cells.h"
 #include "cache/merge_weighting.h"
 
 namespace kvscope {
@@ -12,6 +13,11 @@ class KeyNormSoftmin : public MergeWeighting {
   double weight(const MergeCandidate& c) const override {
     const double m = std::min(c.key_norm_j, c.key_norm_r);  // shift for numerical safety
     const double ej = std::exp(-(c.key_norm_j - m)), er = std::exp(-(c.key_norm_r - m));
+    return ej / (ej + er);
+  }
+  at::Tensor weight_on_device(const MergeCandidateTensors& c) const override {
+    const at::Tensor m = at::minimum(c.key_norm_j, c.key_norm_r);
+    const at::Tensor ej = (c.key_norm_j - m).neg().exp(), er = (c.key_norm_r - m).neg().exp();
     return ej / (ej + er);
   }
 };

@@ -1,0 +1,319 @@
+#include "cache/device_cells.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "core/error.h"
+
+namespace kvscope {
+namespace {
+
+at::TensorOptions long_options(at::Device device) { return at::TensorOptions().dtype(at::kLong).device(device); }
+
+template <typename T>
+at::Tensor upload_values(const std::vector<T>& values, at::ScalarType type, at::Device device) {
+  at::Tensor host = at::tensor(values, at::TensorOptions().dtype(type));
+  if (device.is_cuda()) return host.pin_memory().to(device, /*non_blocking=*/true);
+  return host.to(device);
+}
+
+// Host copies of a device tensor (contiguous, on the CPU).
+at::Tensor host(const at::Tensor& t) { return t.to(at::kCPU).contiguous(); }
+
+}  // namespace
+
+at::Tensor upload(const std::vector<int64_t>& values, at::Device device) { return upload_values(values, at::kLong, device); }
+at::Tensor upload(const std::vector<double>& values, at::Device device) { return upload_values(values, at::kDouble, device); }
+
+at::Tensor per_head_tensor(const std::vector<int64_t>& values, at::Device device) {
+  const bool uniform = std::all_of(values.begin(), values.end(), [&](int64_t v) { return v == values.front(); });
+  if (!values.empty() && uniform) return at::full({static_cast<int64_t>(values.size())}, values.front(), long_options(device));
+  return upload(values, device);
+}
+
+DeviceCells::DeviceCells(int64_t kv_heads, at::Device device)
+    : sizes_(static_cast<size_t>(kv_heads), 0), free_(static_cast<size_t>(kv_heads), 0) {
+  const auto o = long_options(device);
+  order_ = at::zeros({kv_heads, 0}, o);
+  live_ = at::zeros({kv_heads, 0}, o.dtype(at::kBool));
+  acc_ = at::zeros({kv_heads, 0}, o.dtype(at::kDouble));
+  last_ = at::zeros({kv_heads, 0}, o.dtype(at::kDouble));
+  steps_ = at::zeros({kv_heads, 0}, o);
+  mult_ = at::zeros({kv_heads, 0}, o);
+  norm_ = at::zeros({kv_heads, 0}, o.dtype(at::kFloat));
+  freed_ = at::zeros({kv_heads, 0}, o);
+}
+
+void DeviceCells::reserve(int64_t capacity) {
+  const int64_t old = this->capacity();
+  if (capacity <= old) return;
+  auto grow = [&](at::Tensor& t, double fill) {
+    at::Tensor bigger = at::full({t.size(0), capacity}, fill, t.options());
+    bigger.narrow(1, 0, old).copy_(t);
+    t = bigger;
+  };
+  grow(order_, 0);
+  grow(live_, 0);
+  grow(acc_, 0);
+  grow(last_, 0);
+  grow(steps_, 0);
+  grow(mult_, 0);
+  grow(norm_, 0);
+  grow(freed_, -1);
+}
+
+at::Tensor DeviceCells::in_order(const at::Tensor& per_slot) const {
+  if (per_slot.dim() == 2) return per_slot.gather(1, order_);
+  return per_slot.gather(1, order_.unsqueeze(-1).expand({order_.size(0), order_.size(1), per_slot.size(2)}));
+}
+
+at::Tensor DeviceCells::region_mask(const std::vector<int64_t>& begin, const std::vector<int64_t>& end) const {
+  const at::Tensor index = at::arange(capacity(), long_options(device())).unsqueeze(0);
+  return index.ge(per_head_tensor(begin, device()).unsqueeze(1)) & index.lt(per_head_tensor(end, device()).unsqueeze(1));
+}
+
+at::Tensor DeviceCells::take_slots(int64_t T, int64_t first_fresh, int64_t* fresh_end) const {
+  std::vector<int64_t> reused(sizes_.size());
+  int64_t most = 0;
+  *fresh_end = first_fresh;
+  for (size_t h = 0; h < sizes_.size(); ++h) {
+    reused[h] = std::min(T, free_[h]);
+    most = std::max(most, reused[h]);
+    *fresh_end = std::max(*fresh_end, first_fresh + T - reused[h]);
+  }
+  const at::Tensor t = at::arange(T, long_options(device())).unsqueeze(0);        // [1, T]
+  const at::Tensor k = per_head_tensor(reused, device()).unsqueeze(1);            // [KV, 1]
+  const at::Tensor takes_freed = t.lt(k);
+  // Fresh slots are numbered from first_fresh on, after the head's reused ones.
+  at::Tensor slots = (t - k + first_fresh) * mask_not(takes_freed);
+  if (most > 0) {
+    // Freed slots have distinct stamps, so the order is the LIFO order of the host path.
+    at::Tensor freed = std::get<1>(at::topk(freed_, most, 1, /*largest=*/true, /*sorted=*/true));
+    if (most < T) freed = at::cat({freed, at::zeros({freed.size(0), T - most}, freed.options())}, 1);
+    slots = slots + freed * takes_freed;
+  }
+  return slots;
+}
+
+void DeviceCells::append(const at::Tensor& slots, const at::Tensor& key_norms) {
+  const int64_t T = slots.size(1);
+  const at::Tensor columns = per_head_tensor(sizes_, device()).unsqueeze(1) + at::arange(T, long_options(device())).unsqueeze(0);
+  order_.scatter_(1, columns, slots);
+  live_.scatter_(1, slots, true);
+  acc_.scatter_(1, slots, 0.0);
+  last_.scatter_(1, slots, 0.0);
+  steps_.scatter_(1, slots, 0);
+  mult_.scatter_(1, slots, 1);
+  freed_.scatter_(1, slots, -1);
+  norm_.scatter_(1, slots, key_norms.to(at::kFloat));
+  for (size_t h = 0; h < sizes_.size(); ++h) {
+    free_[h] -= std::min(T, free_[h]);
+    sizes_[h] += T;
+  }
+}
+
+void DeviceCells::observe(const at::Tensor& summed, const at::Tensor& last, const at::Tensor& slot_positions,
+                          const at::Tensor& first_new_position, int64_t queries) {
+  const int64_t S = summed.size(1);
+  acc_.narrow(1, 0, S).add_(summed);
+  last_.narrow(1, 0, S).copy_(last);
+  // Queries of this call that could see a slot: all of them for older tokens; for a token
+  // of this call, itself and the ones after it. Slots holding no token are reset on reuse.
+  steps_.narrow(1, 0, S).add_(queries - (slot_positions - first_new_position).clamp_min(0));
+}
+
+void DeviceCells::apply(const DeviceDecision& d, at::Tensor& values) {
+  const int64_t KV = kv_heads(), cap = capacity();
+  if (d.kinds.size() != sizes_.size()) fail("internal: ", d.kinds.size(), " device decisions for ", sizes_.size(), " KV heads");
+  std::vector<int64_t> acting, merging, adding_head, adding_column;
+  for (int64_t h = 0; h < KV; ++h) {
+    const Decision::Kind kind = d.kinds[static_cast<size_t>(h)];
+    if (kind == Decision::None) continue;
+    acting.push_back(h);
+    if (kind == Decision::ConvexMerge) merging.push_back(h);
+    if (kind == Decision::AdditiveMerge)
+      for (int64_t n = 0; n < d.target_counts[static_cast<size_t>(h)]; ++n) {
+        adding_head.push_back(h);
+        adding_column.push_back(n);
+      }
+  }
+  if (acting.empty()) return;
+  const at::Device dev = device();
+  const at::Tensor victim_slot = order_.gather(1, d.victim.view({KV, 1})).view({KV});
+  // Every merge reads values before any is written back, and in float32: the same float
+  // operations as PolicyCache's host path (methods §3, Eq. 4).
+  if (!merging.empty()) {
+    const at::Tensor h = upload(merging, dev);
+    const at::Tensor j = victim_slot.index({h});
+    const at::Tensor r = order_.gather(1, d.receiver.view({KV, 1})).view({KV}).index({h});
+    const at::Tensor w = d.weight.index({h}).to(at::kFloat).unsqueeze(1);
+    const at::Tensor vj = values.index({h, j}).to(at::kFloat), vr = values.index({h, r}).to(at::kFloat);
+    values.index_put_({h, r}, (w * vj + (1 - w) * vr).to(values.scalar_type()));
+    mult_.index_put_({h, r}, mult_.index({h, r}) + mult_.index({h, j}));
+  }
+  if (!adding_head.empty()) {
+    const at::Tensor h = upload(adding_head, dev), n = upload(adding_column, dev);
+    const at::Tensor j = victim_slot.index({h});
+    const at::Tensor t = order_.index({h, d.targets.index({h, n})});
+    const at::Tensor sc = d.scale.index({h}).to(at::kFloat).unsqueeze(1);
+    values.index_put_({h, t}, (sc * values.index({h, j}).to(at::kFloat)).to(values.scalar_type()), /*accumulate=*/true);
+  }
+  const at::Tensor h = per_head_tensor(acting, dev);
+  const at::Tensor j = victim_slot.index({h});
+  live_.index_put_({h, j}, at::zeros({}, live_.options()));
+  freed_.index_put_({h, j}, at::full({}, decisions_++, freed_.options()));
+  // Each acting head's order closes the gap its victim left; other heads keep theirs.
+  at::Tensor gap = d.victim;
+  if (static_cast<int64_t>(acting.size()) < KV) {
+    std::vector<int64_t> past_end(static_cast<size_t>(KV), cap);
+    for (const int64_t a : acting) past_end[static_cast<size_t>(a)] = 0;
+    gap = d.victim + per_head_tensor(past_end, dev);
+  }
+  const at::Tensor index = at::arange(cap, long_options(dev)).unsqueeze(0);
+  order_ = order_.gather(1, (index + index.ge(gap.view({KV, 1})).to(at::kLong)).clamp_max(cap - 1));
+  for (const int64_t a : acting) {
+    --sizes_[static_cast<size_t>(a)];
+    ++free_[static_cast<size_t>(a)];
+  }
+}
+
+DeviceCells DeviceCells::clone() const {
+  DeviceCells c = *this;
+  for (at::Tensor* t : {&c.order_, &c.live_, &c.acc_, &c.last_, &c.steps_, &c.mult_, &c.norm_, &c.freed_}) *t = t->clone();
+  return c;
+}
+
+std::vector<HeadCells> DeviceCells::to_host(const at::Tensor& slot_positions) const {
+  const at::Tensor positions = host(slot_positions);
+  const at::Tensor order = host(order_), acc = host(acc_), last = host(last_), steps = host(steps_), mult = host(mult_),
+                   norm = host(norm_), freed = host(freed_);
+  const int64_t cap = capacity();
+  std::vector<HeadCells> out;
+  for (int64_t h = 0; h < kv_heads(); ++h) {
+    HeadCells::Parts p;
+    const int64_t* o = order.data_ptr<int64_t>() + h * cap;
+    for (int64_t i = 0; i < sizes_[static_cast<size_t>(h)]; ++i) p.order.push_back(SlotId{static_cast<int32_t>(o[i])});
+    const int64_t* f = freed.data_ptr<int64_t>() + h * cap;
+    std::vector<std::pair<int64_t, int64_t>> stamps;
+    for (int64_t s = 0; s < cap; ++s)
+      if (f[s] >= 0) stamps.emplace_back(f[s], s);
+    std::sort(stamps.begin(), stamps.end());
+    for (const auto& [stamp, slot] : stamps) p.free.push_back(SlotId{static_cast<int32_t>(slot)});
+    if (static_cast<int64_t>(p.free.size()) != free_[static_cast<size_t>(h)]) {
+      fail("internal: device cache head ", h, " has ", p.free.size(), " freed slots, its count says ", free_[static_cast<size_t>(h)]);
+    }
+    auto row = [&](const at::Tensor& t, auto* type) {
+      using T = std::remove_pointer_t<decltype(type)>;
+      const T* data = t.data_ptr<T>() + h * cap;
+      return std::vector<T>(data, data + cap);
+    };
+    p.steps = row(steps, static_cast<int64_t*>(nullptr));
+    p.mult = row(mult, static_cast<int64_t*>(nullptr));
+    p.acc = row(acc, static_cast<double*>(nullptr));
+    p.last = row(last, static_cast<double*>(nullptr));
+    p.norm = row(norm, static_cast<float*>(nullptr));
+    p.position = row(positions, static_cast<int64_t*>(nullptr));
+    out.push_back(HeadCells::from_parts(std::move(p)));
+  }
+  return out;
+}
+
+std::vector<Decision> DeviceDecision::to_host() const {
+  const size_t KV = kinds.size();
+  std::vector<Decision> out(KV);
+  const at::Tensor v = host(victim);
+  const at::Tensor r = receiver.defined() ? host(receiver) : at::Tensor();
+  const at::Tensor w = weight.defined() ? host(weight.to(at::kDouble)) : at::Tensor();
+  const at::Tensor t = targets.defined() ? host(targets) : at::Tensor();
+  const at::Tensor sc = scale.defined() ? host(scale.to(at::kDouble)) : at::Tensor();
+  for (size_t h = 0; h < KV; ++h) {
+    const auto i = static_cast<int64_t>(h);
+    const int victim_index = static_cast<int>(v.data_ptr<int64_t>()[i]);
+    switch (kinds[h]) {
+      case Decision::None: break;
+      case Decision::Drop: out[h] = Decision::drop(victim_index); break;
+      case Decision::ConvexMerge:
+        out[h] = Decision::convex_merge(victim_index, static_cast<int>(r.data_ptr<int64_t>()[i]), w.data_ptr<double>()[i]);
+        break;
+      case Decision::AdditiveMerge: {
+        out[h] = Decision::drop(victim_index);
+        const double s = sc.data_ptr<double>()[i];
+        if (s == 0.0) break;  // the draw said drop
+        out[h].kind = Decision::AdditiveMerge;
+        out[h].scale = s;
+        for (int64_t n = 0; n < target_counts[h]; ++n) out[h].targets.push_back(static_cast<int>(t.data_ptr<int64_t>()[i * t.size(1) + n]));
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+DeviceDecision DeviceDecision::drops(at::Tensor victim) {
+  DeviceDecision d;
+  d.kinds.assign(static_cast<size_t>(victim.size(0)), Decision::Drop);
+  d.victim = std::move(victim);
+  return d;
+}
+
+DeviceDecision DeviceDecision::from_host(const std::vector<Decision>& decisions, at::Device device) {
+  DeviceDecision d;
+  std::vector<int64_t> victim, receiver;
+  std::vector<double> weight, scale;
+  size_t widest = 1;
+  for (const Decision& x : decisions) widest = std::max(widest, x.targets.size());
+  std::vector<int64_t> targets;
+  for (const Decision& x : decisions) {
+    d.kinds.push_back(x.kind);
+    victim.push_back(std::max(0, x.victim));
+    receiver.push_back(std::max(0, x.receiver));
+    weight.push_back(x.weight);
+    scale.push_back(x.scale);
+    d.target_counts.push_back(x.kind == Decision::AdditiveMerge ? static_cast<int64_t>(x.targets.size()) : 0);
+    for (size_t n = 0; n < widest; ++n) targets.push_back(n < x.targets.size() ? x.targets[n] : 0);
+  }
+  d.victim = upload(victim, device);
+  d.receiver = upload(receiver, device);
+  d.weight = upload(weight, device);
+  d.scale = upload(scale, device);
+  d.targets = upload(targets, device).view({static_cast<int64_t>(decisions.size()), static_cast<int64_t>(widest)});
+  return d;
+}
+
+at::Tensor aggregate_query_heads(const at::Tensor& probs, int64_t kv_heads, AttentionAggregation aggregation) {
+  const at::Tensor grouped = probs.view({kv_heads, probs.size(0) / kv_heads, probs.size(1), probs.size(2)}).to(at::kDouble);
+  switch (aggregation) {
+    case AttentionAggregation::Mean: return grouped.mean(1);
+    case AttentionAggregation::Sum: return grouped.sum(1);
+    case AttentionAggregation::Max: return std::get<0>(grouped.max(1));
+  }
+  fail("internal: unknown attention aggregation");
+}
+
+at::Tensor convex_share(const at::Tensor& x, const at::Tensor& y) {
+  const at::Tensor total = x + y;
+  return (x / total).masked_fill(mask_not(total.gt(0)), 0.5);
+}
+
+at::Tensor cosine_similarity_rows(const at::Tensor& a_in, const at::Tensor& b_in) {
+  // Summed over a leading dimension, which ATen reduces one row after another: the host
+  // loop's order, so the two paths round alike.
+  auto sum_last = [](const at::Tensor& t) { return t.movedim(-1, 0).contiguous().sum(0); };
+  const at::Tensor a = a_in.to(at::kDouble), b = b_in.to(at::kDouble);
+  const at::Tensor na = sum_last(a * a), nb = sum_last(b * b);
+  const at::Tensor norms = na * nb;
+  return (sum_last(a * b) / norms.sqrt()).masked_fill(mask_not(na.gt(0) & nb.gt(0)), 0.0);
+}
+
+at::Tensor argmin_near_on_device(const at::Tensor& scores, const at::Tensor& region, double relative) {
+  const double inf = std::numeric_limits<double>::infinity();
+  // The host rule skips NaN (no comparison with it holds) and never looks outside the region.
+  const at::Tensor s = scores.masked_fill(mask_not(region) | scores.ne(scores), inf);
+  const at::Tensor best = s.amin(1, /*keepdim=*/true);
+  const at::Tensor magnitude = best.clamp_min(0) - best.clamp_max(0);  // |best| (abs has no meta kernel in LibTorch 1.13)
+  const at::Tensor near = s.le(best + relative * magnitude) & region;
+  // argmax returns the first of equal maxima: the earliest near-lowest token.
+  return at::argmax(near.to(at::kInt), 1);
+}
+
+}  // namespace kvscope
