@@ -35,31 +35,28 @@ DeviceCells::DeviceCells(int64_t kv_heads, at::Device device)
     : sizes_(static_cast<size_t>(kv_heads), 0), free_(static_cast<size_t>(kv_heads), 0) {
   const auto o = long_options(device);
   order_ = at::zeros({kv_heads, 0}, o);
-  live_ = at::zeros({kv_heads, 0}, o.dtype(at::kBool));
-  acc_ = at::zeros({kv_heads, 0}, o.dtype(at::kDouble));
-  last_ = at::zeros({kv_heads, 0}, o.dtype(at::kDouble));
-  steps_ = at::zeros({kv_heads, 0}, o);
-  mult_ = at::zeros({kv_heads, 0}, o);
-  norm_ = at::zeros({kv_heads, 0}, o.dtype(at::kFloat));
-  freed_ = at::zeros({kv_heads, 0}, o);
+  cells_ = at::zeros({kv_heads, 0, kFields}, o.dtype(at::kDouble));
+  slot_index_ = at::zeros({1, 0}, o);
+  head_index_ = at::arange(kv_heads, o);
+  std::vector<double> fresh(kFields, 0.0);
+  fresh[kMultiplicity] = 1.0;
+  fresh[kFreed] = -1.0;
+  fresh[kLive] = 1.0;
+  new_token_ = at::tensor(fresh, at::TensorOptions().dtype(at::kDouble)).to(device);
 }
 
 void DeviceCells::reserve(int64_t capacity) {
   const int64_t old = this->capacity();
   if (capacity <= old) return;
-  auto grow = [&](at::Tensor& t, double fill) {
-    at::Tensor bigger = at::full({t.size(0), capacity}, fill, t.options());
-    bigger.narrow(1, 0, old).copy_(t);
-    t = bigger;
-  };
-  grow(order_, 0);
-  grow(live_, 0);
-  grow(acc_, 0);
-  grow(last_, 0);
-  grow(steps_, 0);
-  grow(mult_, 0);
-  grow(norm_, 0);
-  grow(freed_, -1);
+  at::Tensor order = at::zeros({order_.size(0), capacity}, order_.options());
+  order.narrow(1, 0, old).copy_(order_);
+  order_ = order;
+  at::Tensor cells = at::zeros({cells_.size(0), capacity, kFields}, cells_.options());
+  cells.narrow(1, 0, old).copy_(cells_);
+  cells.narrow(1, old, capacity - old).select(2, kFreed).fill_(-1.0);
+  cells_ = cells;
+  slot_index_ = at::arange(capacity, order_.options()).unsqueeze(0);
+  region_begin_.clear();
 }
 
 at::Tensor DeviceCells::in_order(const at::Tensor& per_slot) const {
@@ -68,44 +65,50 @@ at::Tensor DeviceCells::in_order(const at::Tensor& per_slot) const {
 }
 
 at::Tensor DeviceCells::region_mask(const std::vector<int64_t>& begin, const std::vector<int64_t>& end) const {
-  const at::Tensor index = at::arange(capacity(), long_options(device())).unsqueeze(0);
-  return index.ge(per_head_tensor(begin, device()).unsqueeze(1)) & index.lt(per_head_tensor(end, device()).unsqueeze(1));
+  if (begin != region_begin_ || end != region_end_) {
+    region_ = slot_index_.ge(per_head_tensor(begin, device()).unsqueeze(1)) & slot_index_.lt(per_head_tensor(end, device()).unsqueeze(1));
+    region_begin_ = begin;
+    region_end_ = end;
+  }
+  return region_;
 }
 
 at::Tensor DeviceCells::take_slots(int64_t T, int64_t first_fresh, int64_t* fresh_end) const {
   std::vector<int64_t> reused(sizes_.size());
-  int64_t most = 0;
+  int64_t most = 0, fewest = T;
   *fresh_end = first_fresh;
   for (size_t h = 0; h < sizes_.size(); ++h) {
     reused[h] = std::min(T, free_[h]);
     most = std::max(most, reused[h]);
+    fewest = std::min(fewest, reused[h]);
     *fresh_end = std::max(*fresh_end, first_fresh + T - reused[h]);
   }
-  const at::Tensor t = at::arange(T, long_options(device())).unsqueeze(0);        // [1, T]
-  const at::Tensor k = per_head_tensor(reused, device()).unsqueeze(1);            // [KV, 1]
+  const int64_t KV = kv_heads();
+  // Freed slots have distinct stamps, so the top stamps in order are the LIFO order of the
+  // host path's free list.
+  auto latest_freed = [&](int64_t n) { return std::get<1>(at::topk(field(kFreed), n, 1, /*largest=*/true, /*sorted=*/true)); };
+  if (fewest == T) return latest_freed(T);  // steady decoding: every head reuses a slot
+  const at::Tensor t = at::arange(T, long_options(device())).unsqueeze(0);  // [1, T]
+  if (most == 0) return (t + first_fresh).expand({KV, T});                  // a growing cache
+  const at::Tensor k = per_head_tensor(reused, device()).unsqueeze(1);      // [KV, 1]
   const at::Tensor takes_freed = t.lt(k);
   // Fresh slots are numbered from first_fresh on, after the head's reused ones.
-  at::Tensor slots = (t - k + first_fresh) * mask_not(takes_freed);
-  if (most > 0) {
-    // Freed slots have distinct stamps, so the order is the LIFO order of the host path.
-    at::Tensor freed = std::get<1>(at::topk(freed_, most, 1, /*largest=*/true, /*sorted=*/true));
-    if (most < T) freed = at::cat({freed, at::zeros({freed.size(0), T - most}, freed.options())}, 1);
-    slots = slots + freed * takes_freed;
-  }
-  return slots;
+  at::Tensor freed = latest_freed(most);
+  if (most < T) freed = at::cat({freed, at::zeros({KV, T - most}, freed.options())}, 1);
+  return (t - k + first_fresh) * mask_not(takes_freed) + freed * takes_freed;
 }
 
 void DeviceCells::append(const at::Tensor& slots, const at::Tensor& key_norms) {
-  const int64_t T = slots.size(1);
-  const at::Tensor columns = per_head_tensor(sizes_, device()).unsqueeze(1) + at::arange(T, long_options(device())).unsqueeze(0);
-  order_.scatter_(1, columns, slots);
-  live_.scatter_(1, slots, true);
-  acc_.scatter_(1, slots, 0.0);
-  last_.scatter_(1, slots, 0.0);
-  steps_.scatter_(1, slots, 0);
-  mult_.scatter_(1, slots, 1);
-  freed_.scatter_(1, slots, -1);
-  norm_.scatter_(1, slots, key_norms.to(at::kFloat));
+  const int64_t KV = kv_heads(), T = slots.size(1);
+  const bool uniform = std::all_of(sizes_.begin(), sizes_.end(), [&](int64_t n) { return n == sizes_.front(); });
+  if (uniform) {
+    order_.narrow(1, sizes_.front(), T).copy_(slots);
+  } else {
+    order_.scatter_(1, per_head_tensor(sizes_, device()).unsqueeze(1) + at::arange(T, long_options(device())).unsqueeze(0), slots);
+  }
+  at::Tensor fresh = new_token_.expand({KV, T, kFields}).clone();
+  fresh.select(2, kKeyNorm).copy_(key_norms.to(at::kFloat));  // float32 norms, as the host path stores them
+  cells_.scatter_(1, slots.unsqueeze(2).expand({KV, T, kFields}), fresh);
   for (size_t h = 0; h < sizes_.size(); ++h) {
     free_[h] -= std::min(T, free_[h]);
     sizes_[h] += T;
@@ -115,11 +118,17 @@ void DeviceCells::append(const at::Tensor& slots, const at::Tensor& key_norms) {
 void DeviceCells::observe(const at::Tensor& summed, const at::Tensor& last, const at::Tensor& slot_positions,
                           const at::Tensor& first_new_position, int64_t queries) {
   const int64_t S = summed.size(1);
-  acc_.narrow(1, 0, S).add_(summed);
-  last_.narrow(1, 0, S).copy_(last);
+  const at::Tensor used = cells_.narrow(1, 0, S);
+  used.select(2, kAttentionSum).add_(summed);
+  used.select(2, kLastAttention).copy_(last);
   // Queries of this call that could see a slot: all of them for older tokens; for a token
-  // of this call, itself and the ones after it. Slots holding no token are reset on reuse.
-  steps_.narrow(1, 0, S).add_(queries - (slot_positions - first_new_position).clamp_min(0));
+  // of this call, itself and the ones after it (one query sees every slot). Slots holding no
+  // token are reset on reuse.
+  if (queries == 1) {
+    used.select(2, kSteps).add_(1.0);
+  } else {
+    used.select(2, kSteps).add_(queries - (slot_positions - first_new_position).clamp_min(0));
+  }
 }
 
 void DeviceCells::apply(const DeviceDecision& d, at::Tensor& values) {
@@ -140,16 +149,21 @@ void DeviceCells::apply(const DeviceDecision& d, at::Tensor& values) {
   if (acting.empty()) return;
   const at::Device dev = device();
   const at::Tensor victim_slot = order_.gather(1, d.victim.view({KV, 1})).view({KV});
+  // The heads in `list`, and the per-head tensor x restricted to them (no copy when all act).
+  auto heads = [&](const std::vector<int64_t>& list) { return static_cast<int64_t>(list.size()) == KV ? head_index_ : upload(list, dev); };
+  auto of = [&](const at::Tensor& x, const std::vector<int64_t>& list, const at::Tensor& h) {
+    return static_cast<int64_t>(list.size()) == KV ? x : x.index({h});
+  };
   // Every merge reads values before any is written back, and in float32: the same float
   // operations as PolicyCache's host path (methods §3, Eq. 4).
   if (!merging.empty()) {
-    const at::Tensor h = upload(merging, dev);
-    const at::Tensor j = victim_slot.index({h});
-    const at::Tensor r = order_.gather(1, d.receiver.view({KV, 1})).view({KV}).index({h});
-    const at::Tensor w = d.weight.index({h}).to(at::kFloat).unsqueeze(1);
+    const at::Tensor h = heads(merging);
+    const at::Tensor j = of(victim_slot, merging, h);
+    const at::Tensor r = of(order_.gather(1, d.receiver.view({KV, 1})).view({KV}), merging, h);
+    const at::Tensor w = of(d.weight, merging, h).to(at::kFloat).unsqueeze(1);
     const at::Tensor vj = values.index({h, j}).to(at::kFloat), vr = values.index({h, r}).to(at::kFloat);
     values.index_put_({h, r}, (w * vj + (1 - w) * vr).to(values.scalar_type()));
-    mult_.index_put_({h, r}, mult_.index({h, r}) + mult_.index({h, j}));
+    field(kMultiplicity).index_put_({h, r}, field(kMultiplicity).index({h, j}), /*accumulate=*/true);  // r takes over j's tokens
   }
   if (!adding_head.empty()) {
     const at::Tensor h = upload(adding_head, dev), n = upload(adding_column, dev);
@@ -158,10 +172,10 @@ void DeviceCells::apply(const DeviceDecision& d, at::Tensor& values) {
     const at::Tensor sc = d.scale.index({h}).to(at::kFloat).unsqueeze(1);
     values.index_put_({h, t}, (sc * values.index({h, j}).to(at::kFloat)).to(values.scalar_type()), /*accumulate=*/true);
   }
-  const at::Tensor h = per_head_tensor(acting, dev);
-  const at::Tensor j = victim_slot.index({h});
-  live_.index_put_({h, j}, at::zeros({}, live_.options()));
-  freed_.index_put_({h, j}, at::full({}, decisions_++, freed_.options()));
+  const at::Tensor h = heads(acting);
+  const at::Tensor j = of(victim_slot, acting, h);
+  field(kFreed).index_put_({h, j}, at::full({}, static_cast<double>(decisions_++), cells_.options()));
+  field(kLive).index_put_({h, j}, at::zeros({}, cells_.options()));
   // Each acting head's order closes the gap its victim left; other heads keep theirs.
   at::Tensor gap = d.victim;
   if (static_cast<int64_t>(acting.size()) < KV) {
@@ -169,8 +183,7 @@ void DeviceCells::apply(const DeviceDecision& d, at::Tensor& values) {
     for (const int64_t a : acting) past_end[static_cast<size_t>(a)] = 0;
     gap = d.victim + per_head_tensor(past_end, dev);
   }
-  const at::Tensor index = at::arange(cap, long_options(dev)).unsqueeze(0);
-  order_ = order_.gather(1, (index + index.ge(gap.view({KV, 1})).to(at::kLong)).clamp_max(cap - 1));
+  order_ = order_.gather(1, (slot_index_ + slot_index_.ge(gap.view({KV, 1}))).clamp_max(cap - 1));
   for (const int64_t a : acting) {
     --sizes_[static_cast<size_t>(a)];
     ++free_[static_cast<size_t>(a)];
@@ -179,40 +192,37 @@ void DeviceCells::apply(const DeviceDecision& d, at::Tensor& values) {
 
 DeviceCells DeviceCells::clone() const {
   DeviceCells c = *this;
-  for (at::Tensor* t : {&c.order_, &c.live_, &c.acc_, &c.last_, &c.steps_, &c.mult_, &c.norm_, &c.freed_}) *t = t->clone();
+  c.order_ = order_.clone();
+  c.cells_ = cells_.clone();
   return c;
 }
 
 std::vector<HeadCells> DeviceCells::to_host(const at::Tensor& slot_positions) const {
-  const at::Tensor positions = host(slot_positions);
-  const at::Tensor order = host(order_), acc = host(acc_), last = host(last_), steps = host(steps_), mult = host(mult_),
-                   norm = host(norm_), freed = host(freed_);
+  const at::Tensor positions = host(slot_positions), order = host(order_), cells = host(cells_);
   const int64_t cap = capacity();
   std::vector<HeadCells> out;
   for (int64_t h = 0; h < kv_heads(); ++h) {
     HeadCells::Parts p;
     const int64_t* o = order.data_ptr<int64_t>() + h * cap;
     for (int64_t i = 0; i < sizes_[static_cast<size_t>(h)]; ++i) p.order.push_back(SlotId{static_cast<int32_t>(o[i])});
-    const int64_t* f = freed.data_ptr<int64_t>() + h * cap;
-    std::vector<std::pair<int64_t, int64_t>> stamps;
-    for (int64_t s = 0; s < cap; ++s)
-      if (f[s] >= 0) stamps.emplace_back(f[s], s);
+    const double* c = cells.data_ptr<double>() + h * cap * kFields;
+    const int64_t* pos = positions.data_ptr<int64_t>() + h * cap;
+    std::vector<std::pair<double, int64_t>> stamps;
+    for (int64_t s = 0; s < cap; ++s) {
+      const double* f = c + s * kFields;
+      if (f[kFreed] >= 0) stamps.emplace_back(f[kFreed], s);
+      p.acc.push_back(f[kAttentionSum]);
+      p.last.push_back(f[kLastAttention]);
+      p.steps.push_back(static_cast<int64_t>(f[kSteps]));
+      p.mult.push_back(static_cast<int64_t>(f[kMultiplicity]));
+      p.norm.push_back(static_cast<float>(f[kKeyNorm]));
+      p.position.push_back(pos[s]);
+    }
     std::sort(stamps.begin(), stamps.end());
     for (const auto& [stamp, slot] : stamps) p.free.push_back(SlotId{static_cast<int32_t>(slot)});
     if (static_cast<int64_t>(p.free.size()) != free_[static_cast<size_t>(h)]) {
       fail("internal: device cache head ", h, " has ", p.free.size(), " freed slots, its count says ", free_[static_cast<size_t>(h)]);
     }
-    auto row = [&](const at::Tensor& t, auto* type) {
-      using T = std::remove_pointer_t<decltype(type)>;
-      const T* data = t.data_ptr<T>() + h * cap;
-      return std::vector<T>(data, data + cap);
-    };
-    p.steps = row(steps, static_cast<int64_t*>(nullptr));
-    p.mult = row(mult, static_cast<int64_t*>(nullptr));
-    p.acc = row(acc, static_cast<double*>(nullptr));
-    p.last = row(last, static_cast<double*>(nullptr));
-    p.norm = row(norm, static_cast<float*>(nullptr));
-    p.position = row(positions, static_cast<int64_t*>(nullptr));
     out.push_back(HeadCells::from_parts(std::move(p)));
   }
   return out;

@@ -2,7 +2,10 @@
 // The bookkeeping of one layer of a budgeted cache held as tensors on the model's device,
 // so that a decode step on a GPU never waits for the host (methods §2.10). It holds the same
 // per-slot quantities as HeadCells (which the host path keeps in vectors) for all KV heads
-// at once, and the sequence order as a tensor of slot ids.
+// at once, and the sequence order as a tensor of slot ids. The per-slot quantities share one
+// float64 tensor [kv_heads, capacity, fields] (integers and float32 norms are exact in it), so
+// a new token's fields are one scatter and a decision's reads one gather: on a GPU every
+// tensor operation is a kernel launch the host pays for.
 //
 // What stays on the host is only what does not depend on tensor data: how many tokens each
 // head holds and how many freed slots it has. Every decision removes exactly one token from
@@ -44,18 +47,27 @@ class DeviceCells {
   const std::vector<int64_t>& sizes() const { return sizes_; }
   const std::vector<int64_t>& free_counts() const { return free_; }
 
-  // Per-slot quantities, [kv_heads, capacity]; entries of slots that hold no token are stale.
-  const at::Tensor& order() const { return order_; }  // int64: the slot at each sequence index (stale past a head's size)
-  const at::Tensor& live() const { return live_; }    // bool
-  const at::Tensor& attention_sum() const { return acc_; }   // float64, a
-  const at::Tensor& last_attention() const { return last_; }  // float64
-  const at::Tensor& steps() const { return steps_; }          // int64, n
-  const at::Tensor& multiplicity() const { return mult_; }    // int64
-  const at::Tensor& key_norm() const { return norm_; }        // float32
+  // The fields of the per-slot tensor.
+  enum Field : int64_t { kAttentionSum, kLastAttention, kSteps, kMultiplicity, kKeyNorm, kFreed, kLive, kFields };
+
+  // int64 [kv_heads, capacity]: the slot at each sequence index (stale past a head's size).
+  const at::Tensor& order() const { return order_; }
+  // Per-slot quantities as float64 views [kv_heads, capacity]; entries of slots that hold no
+  // token are stale.
+  at::Tensor field(Field f) const { return cells_.select(2, f); }
+  at::Tensor attention_sum() const { return field(kAttentionSum); }    // a
+  at::Tensor last_attention() const { return field(kLastAttention); }  // the last query's, aggregated
+  at::Tensor steps() const { return field(kSteps); }                   // n
+  at::Tensor multiplicity() const { return field(kMultiplicity); }
+  at::Tensor key_norm() const { return field(kKeyNorm); }              // float32 values
+  at::Tensor live() const { return field(kLive).gt(0.5); }             // bool
 
   // A per-slot quantity [kv_heads, capacity] (or [kv_heads, capacity, d]) in sequence
   // order: entry i of head h is the quantity of the head's i-th token.
   at::Tensor in_order(const at::Tensor& per_slot) const;
+  // Every field in sequence order, [kv_heads, capacity, kFields]: one gather for a decision
+  // that reads several (select(2, field) picks one).
+  at::Tensor fields_in_order() const { return in_order(cells_); }
   // [kv_heads, capacity] bool: sequence indices inside each head's [begin, end).
   at::Tensor region_mask(const std::vector<int64_t>& begin, const std::vector<int64_t>& end) const;
 
@@ -81,10 +93,16 @@ class DeviceCells {
   std::vector<HeadCells> to_host(const at::Tensor& slot_positions) const;
 
  private:
-  at::Tensor order_, live_, acc_, last_, steps_, mult_, norm_;
-  at::Tensor freed_;  // int64: when each freed slot was freed (a decision counter); -1 otherwise
+  at::Tensor order_;
+  at::Tensor cells_;  // [kv_heads, capacity, kFields]; kFreed: the decision count when the slot was freed, or -1
+  at::Tensor slot_index_;   // int64 [1, capacity]: 0, 1, ... (built once per capacity)
+  at::Tensor head_index_;   // int64 [kv_heads]: 0, 1, ...
+  at::Tensor new_token_;    // float64 [kFields]: a new token's fields, its key norm aside
   std::vector<int64_t> sizes_, free_;
   int64_t decisions_ = 0;
+  // The last region asked for: in steady decoding every step asks for the same one.
+  mutable std::vector<int64_t> region_begin_, region_end_;
+  mutable at::Tensor region_;
 };
 
 // What a decision may read on the device path: the layer's metadata, the stored keys and the

@@ -34,11 +34,11 @@ AttentionInputs PolicyCache::append_on_device(Layer& l, const NewEntries& e) {
   l.device.append(slots, key_norms(e.k_pre_rope));
   l.used = std::max(l.used, fresh_end);
 
-  const at::Tensor heads = at::arange(KV, slots.options()).unsqueeze(1).expand({KV, T});
   const at::Tensor& keys_in = config_.positions == PositionMode::Original ? e.k : e.k_pre_rope;
-  l.k.index_put_({heads, slots}, keys_in.to(l.k.scalar_type()));
-  l.v.index_put_({heads, slots}, e.v.to(l.v.scalar_type()));
-  l.pos.index_put_({heads, slots}, e.positions.unsqueeze(0).expand({KV, T}));
+  const at::Tensor rows = slots.unsqueeze(2).expand({KV, T, config_.head_dim});
+  l.k.scatter_(1, rows, keys_in.to(l.k.scalar_type()));
+  l.v.scatter_(1, rows, e.v.to(l.v.scalar_type()));
+  l.pos.scatter_(1, slots, e.positions.unsqueeze(0).expand({KV, T}));
   l.first_new_position = e.positions.narrow(0, 0, 1);
 
   const int64_t S = l.used;

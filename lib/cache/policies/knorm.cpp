@@ -20,7 +20,7 @@ class KnormPolicy : public CachePolicy {
   bool decide_on_device(int, const DeviceStep& step, DeviceDecision& out) override {
     const DeviceCells& c = step.cells;
     const Bounds b = middle_bounds(c.sizes());
-    const at::Tensor scores = c.in_order(c.key_norm()).to(at::kDouble).neg();
+    const at::Tensor scores = c.in_order(c.key_norm()).neg();
     out = DeviceDecision::drops(argmin_near_on_device(scores, c.region_mask(b.begin, b.end), kScoreTolerance));
     return true;
   }

@@ -51,7 +51,8 @@ class WeightedKvBase : public CachePolicy {
     if (options_.neighbour_in_middle)
       for (size_t h = 0; h < b.end.size(); ++h)
         if (b.end[h] - 1 > b.begin[h]) b.end[h] -= 1;
-    const at::Tensor acc = c.in_order(c.attention_sum()), steps = c.in_order(c.steps()).to(at::kDouble);
+    const at::Tensor fields = c.fields_in_order();  // [kv_heads, capacity, fields], one gather
+    const at::Tensor acc = fields.select(2, DeviceCells::kAttentionSum), steps = fields.select(2, DeviceCells::kSteps);
     const at::Tensor j = argmin_near_on_device(acc / steps.clamp_min(1.0), c.region_mask(b.begin, b.end), kScoreTolerance);
     if (!merge_) {
       out = DeviceDecision::drops(j);
@@ -67,8 +68,8 @@ class WeightedKvBase : public CachePolicy {
     m.acc_r = pick(acc, r);
     m.count_j = pick(steps, j);
     m.count_r = pick(steps, r);
-    const at::Tensor mult = c.in_order(c.multiplicity()).to(at::kDouble), last = c.in_order(c.last_attention());
-    const at::Tensor norm = c.in_order(c.key_norm()).to(at::kDouble);
+    const at::Tensor mult = fields.select(2, DeviceCells::kMultiplicity), last = fields.select(2, DeviceCells::kLastAttention);
+    const at::Tensor norm = fields.select(2, DeviceCells::kKeyNorm);
     m.mult_j = pick(mult, j);
     m.mult_r = pick(mult, r);
     m.current_j = pick(last, j);
