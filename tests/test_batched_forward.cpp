@@ -13,17 +13,15 @@
 #include "model/llama.h"
 #include "model/random_model.h"
 #include "model/row_linear.h"
+#include "support/bitwise.h"
 #include "support/test_paths.h"
+#include "support/tiny_models.h"
 
 namespace kvscope {
 namespace {
 
+using testing::bitwise_equal;
 using testing::TempDir;
-
-bool bitwise_equal(const at::Tensor& a, const at::Tensor& b) {
-  return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() &&
-         std::memcmp(a.contiguous().data_ptr(), b.contiguous().data_ptr(), a.numel() * a.element_size()) == 0;
-}
 
 // Auto is AVX2 where the CPU has it; AVX-512 runs where it exists (KVSCOPE_ROW_KERNELS=avx512).
 class RowLinear : public ::testing::TestWithParam<RowKernelIsa> {
@@ -125,23 +123,14 @@ TEST(WorkerPool, NestedSectionsRunInlineAndErrorsReachTheCaller) {
 
 class BatchedForward : public ::testing::Test {
  protected:
-  void SetUp() override {
-    spec_.vocab_size = 97;
-    spec_.hidden_size = 48;
-    spec_.intermediate_size = 80;
-    spec_.num_layers = 2;
-    spec_.num_heads = 4;
-    spec_.num_kv_heads = 2;
-    spec_.max_position_embeddings = 256;
-    write_random_model((dir_ / "m").string(), spec_);
-  }
+  void SetUp() override { write_random_model((dir_ / "m").string(), spec_); }
   std::vector<int64_t> ids(int n, int salt) const {
     std::vector<int64_t> v;
     for (int i = 0; i < n; ++i) v.push_back((i * 31 + salt * 7 + i * i) % spec_.vocab_size);
     return v;
   }
   TempDir dir_{"batched"};
-  RandomModelSpec spec_;
+  RandomModelSpec spec_ = testing::batched_model_spec();
 };
 
 // Runs at different positions with caches of different lengths and kinds, stepped

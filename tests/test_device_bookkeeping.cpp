@@ -6,7 +6,6 @@
 // host: it runs on tensors of the meta device, which have no data at all.
 #include <gtest/gtest.h>
 
-#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,21 +15,19 @@
 #include "model/llama.h"
 #include "model/random_model.h"
 #include "model/rope.h"
+#include "support/bitwise.h"
 #include "support/test_paths.h"
+#include "support/tiny_models.h"
 
 namespace kvscope {
 namespace {
 
+using testing::bitwise_equal;
 using testing::TempDir;
 
 // The built-in policies list first (policy_registry.h: listing below the default 100); the
 // ones other tests register list at 100 or later and have no device form.
 constexpr int kUnlistedPolicy = 100;
-
-bool bitwise_equal(const at::Tensor& a, const at::Tensor& b) {
-  return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() &&
-         std::memcmp(a.contiguous().data_ptr(), b.contiguous().data_ptr(), a.numel() * a.element_size()) == 0;
-}
 
 struct Variant {
   std::string policy, weighting = "avg-attention";
@@ -67,13 +64,7 @@ PolicyOptions options_for(const Variant& v, int64_t budget) {
 class DeviceBookkeeping : public ::testing::Test {
  protected:
   void SetUp() override {
-    spec_.vocab_size = 97;
-    spec_.hidden_size = 48;
-    spec_.intermediate_size = 80;
-    spec_.num_layers = 2;
-    spec_.num_heads = 6;
-    spec_.num_kv_heads = 2;
-    spec_.max_position_embeddings = 256;
+    spec_.num_heads = 6;  // groups of 3: the aggregation over a KV head's queries is a real sum
     write_random_model((dir_ / "m").string(), spec_);
   }
   std::vector<int64_t> ids(int n, int salt) const {
@@ -83,7 +74,7 @@ class DeviceBookkeeping : public ::testing::Test {
     return v;
   }
   TempDir dir_{"device_bookkeeping"};
-  RandomModelSpec spec_;
+  RandomModelSpec spec_ = testing::batched_model_spec();
 };
 
 void expect_same_contents(const PolicyCache& host, const PolicyCache& device, int layers, int kv_heads, const std::string& where) {
@@ -164,6 +155,93 @@ TEST_F(DeviceBookkeeping, SameDecisionsCacheAndLogitsAsTheHostPath) {
       for (size_t r = 0; r < budgets.size(); ++r)
         expect_same_contents(*host[r], *device[r], static_cast<int>(c.num_layers), static_cast<int>(c.num_kv_heads),
                              where + " run " + std::to_string(r));
+    }
+  }
+}
+
+// The cache alone at a large model's head shapes, where ATen's reductions split their sums
+// (8 KV heads, groups of 7 query heads, head_dim 64, CaM merging into 16 values), fed random
+// keys with exact repeats: both paths give the same attention inputs bit for bit at every
+// call and the same slots, bookkeeping and values.
+TEST(DeviceBookkeepingShapes, SameStateAsTheHostPathAtLargeHeadShapes) {
+  const int64_t L = 1, KV = 8, H = 56, hd = 64, budget = 40;
+  ModelConfig mc;
+  mc.head_dim = hd;
+  mc.max_position_embeddings = 512;
+  const Rope rope(mc, at::kCPU);
+  for (const PositionMode mode : {PositionMode::Original, PositionMode::InCache}) {
+    for (const Variant& v : every_variant()) {
+      const std::string where = v.label() + (mode == PositionMode::Original ? " original" : " in-cache");
+      auto options = [&] {
+        PolicyOptions po = options_for(v, budget);
+        po.cam_merge_count = 16;
+        return resolve_policy_options(v.policy, po);
+      };
+      auto make = [&](CacheBookkeeping b) {
+        return PolicyCache(PolicyCacheConfig{L, H, KV, hd, at::kFloat, at::kCPU, mode, AttentionAggregation::Mean, b},
+                           std::shared_ptr<CachePolicy>(make_policy(v.policy, options())), rope, budget);
+      };
+      for (const bool cut : {false, true}) {
+        PolicyCache host = make(CacheBookkeeping::Host), device = make(CacheBookkeeping::Device);
+        at::manual_seed(5);
+        std::vector<at::Tensor> history;
+        int64_t position = 0;
+        auto feed = [&](int64_t T) {
+          at::Tensor k = at::randn({KV, T, hd});
+          for (int64_t t = 0; t < T; ++t)  // every fifth token repeats the key of three tokens before
+            if ((position + t) % 5 == 4 && position + t >= 3) {
+              const int64_t from = position + t - 3;
+              k.select(1, t).copy_(from >= position ? k.select(1, from - position) : history[static_cast<size_t>(from)]);
+            }
+          for (int64_t t = 0; t < T; ++t) history.push_back(k.select(1, t).clone());
+          const at::Tensor v = at::randn({KV, T, hd}), pos = at::arange(position, position + T, at::kLong);
+          const AttentionInputs a = host.append(0, NewEntries{k, k, v, pos, position + T - 1});
+          const AttentionInputs b = device.append(0, NewEntries{k, k, v, pos, position + T - 1});
+          ASSERT_TRUE(bitwise_equal(a.keys, b.keys)) << where << ": keys at " << position;
+          ASSERT_TRUE(bitwise_equal(a.values, b.values)) << where;
+          ASSERT_TRUE(bitwise_equal(a.key_positions, b.key_positions)) << where;
+          ASSERT_TRUE(bitwise_equal(a.query_positions, b.query_positions)) << where;
+          const at::Tensor probs = at::softmax(at::randn({H, T, a.keys.size(1)}) * 4, -1);
+          host.observe_attention(0, probs);
+          device.observe_attention(0, probs);
+          position += T;
+        };
+        if (cut) {
+          host.set_compression(Compression::Hold);
+          device.set_compression(Compression::Hold);
+          feed(budget + 25);
+          host.cut_to_budget(std::shared_ptr<CachePolicy>(make_policy(v.policy, options())), budget);
+          device.cut_to_budget(std::shared_ptr<CachePolicy>(make_policy(v.policy, options())), budget);
+        } else {
+          feed(budget);
+        }
+        for (int step = 0; step < 30; ++step) feed(1);
+        expect_same_contents(host, device, static_cast<int>(L), static_cast<int>(KV), where + (cut ? " after a cut" : ""));
+        if (::testing::Test::HasFatalFailure()) return;
+      }
+    }
+  }
+}
+
+// The device path's sums follow the host loops' order (0 + x0 + x1 + ...) whatever the
+// length and the layout, where ATen's sum may split them into partial sums.
+TEST(DeviceBookkeepingSums, SumInOrderAddsLikeTheHostLoop) {
+  at::manual_seed(9);
+  for (const int64_t n : {1, 3, 5, 7, 16, 17, 64, 200}) {
+    // Magnitudes over many decades, so that the order of additions shows in the last bits.
+    const at::Tensor x = (at::randn({3, n, 37}, at::kDouble) * 12).exp() * at::randn({3, n, 37}, at::kDouble).sign();
+    for (const int64_t dim : {1, 2}) {
+      const at::Tensor got = sum_in_order(x, dim).contiguous();
+      const at::Tensor xs = x.movedim(dim, -1).contiguous();  // the summed dimension last
+      const int64_t len = xs.size(-1), rows = xs.numel() / len;
+      const double* p = xs.data_ptr<double>();
+      const at::Tensor want_t = at::empty({rows}, at::kDouble);
+      for (int64_t r = 0; r < rows; ++r) {
+        double sum = 0.0;
+        for (int64_t i = 0; i < len; ++i) sum += p[r * len + i];
+        want_t.data_ptr<double>()[r] = sum;
+      }
+      ASSERT_TRUE(bitwise_equal(got.reshape({rows}), want_t)) << "n " << n << ", dim " << dim;
     }
   }
 }

@@ -10,20 +10,12 @@ namespace {
 
 at::TensorOptions long_options(at::Device device) { return at::TensorOptions().dtype(at::kLong).device(device); }
 
-template <typename T>
-at::Tensor upload_values(const std::vector<T>& values, at::ScalarType type, at::Device device) {
-  at::Tensor host = at::tensor(values, at::TensorOptions().dtype(type));
-  if (device.is_cuda()) return host.pin_memory().to(device, /*non_blocking=*/true);
-  return host.to(device);
-}
-
 // Host copies of a device tensor (contiguous, on the CPU).
 at::Tensor host(const at::Tensor& t) { return t.to(at::kCPU).contiguous(); }
 
 }  // namespace
 
-at::Tensor upload(const std::vector<int64_t>& values, at::Device device) { return upload_values(values, at::kLong, device); }
-at::Tensor upload(const std::vector<double>& values, at::Device device) { return upload_values(values, at::kDouble, device); }
+at::Tensor sum_in_order(const at::Tensor& x, int64_t dim) { return x.cumsum(dim).select(dim, -1); }
 
 at::Tensor per_head_tensor(const std::vector<int64_t>& values, at::Device device) {
   const bool uniform = std::all_of(values.begin(), values.end(), [&](int64_t v) { return v == values.front(); });
@@ -168,9 +160,13 @@ void DeviceCells::apply(const DeviceDecision& d, at::Tensor& values) {
   if (!adding_head.empty()) {
     const at::Tensor h = upload(adding_head, dev), n = upload(adding_column, dev);
     const at::Tensor j = victim_slot.index({h});
-    const at::Tensor t = order_.index({h, d.targets.index({h, n})});
-    const at::Tensor sc = d.scale.index({h}).to(at::kFloat).unsqueeze(1);
-    values.index_put_({h, t}, (sc * values.index({h, j}).to(at::kFloat)).to(values.scalar_type()), /*accumulate=*/true);
+    const at::Tensor sc = d.scale.index({h});
+    // A head whose draw said drop (scale 0) adds into its victim's own slot, which leaves
+    // below: its targets stay bit for bit what they were, whatever the victim's value holds.
+    const at::Tensor merges = sc.ne(0.0);
+    const at::Tensor t = order_.index({h, d.targets.index({h, n})}) * merges + j * mask_not(merges);
+    values.index_put_({h, t}, (sc.to(at::kFloat).unsqueeze(1) * values.index({h, j}).to(at::kFloat)).to(values.scalar_type()),
+                      /*accumulate=*/true);
   }
   const at::Tensor h = heads(acting);
   const at::Tensor j = of(victim_slot, acting, h);
@@ -293,8 +289,8 @@ DeviceDecision DeviceDecision::from_host(const std::vector<Decision>& decisions,
 at::Tensor aggregate_query_heads(const at::Tensor& probs, int64_t kv_heads, AttentionAggregation aggregation) {
   const at::Tensor grouped = probs.view({kv_heads, probs.size(0) / kv_heads, probs.size(1), probs.size(2)}).to(at::kDouble);
   switch (aggregation) {
-    case AttentionAggregation::Mean: return grouped.mean(1);
-    case AttentionAggregation::Sum: return grouped.sum(1);
+    case AttentionAggregation::Mean: return sum_in_order(grouped, 1) / static_cast<double>(grouped.size(1));
+    case AttentionAggregation::Sum: return sum_in_order(grouped, 1);
     case AttentionAggregation::Max: return std::get<0>(grouped.max(1));
   }
   fail("internal: unknown attention aggregation");
@@ -306,9 +302,8 @@ at::Tensor convex_share(const at::Tensor& x, const at::Tensor& y) {
 }
 
 at::Tensor cosine_similarity_rows(const at::Tensor& a_in, const at::Tensor& b_in) {
-  // Summed over a leading dimension, which ATen reduces one row after another: the host
-  // loop's order, so the two paths round alike.
-  auto sum_last = [](const at::Tensor& t) { return t.movedim(-1, 0).contiguous().sum(0); };
+  // In the host loop's order, so the two paths round alike.
+  auto sum_last = [](const at::Tensor& t) { return sum_in_order(t, -1); };
   const at::Tensor a = a_in.to(at::kDouble), b = b_in.to(at::kDouble);
   const at::Tensor na = sum_last(a * a), nb = sum_last(b * b);
   const at::Tensor norms = na * nb;
@@ -322,8 +317,9 @@ at::Tensor argmin_near_on_device(const at::Tensor& scores, const at::Tensor& reg
   const at::Tensor best = s.amin(1, /*keepdim=*/true);
   const at::Tensor magnitude = best.clamp_min(0) - best.clamp_max(0);  // |best| (abs has no meta kernel in LibTorch 1.13)
   const at::Tensor near = s.le(best + relative * magnitude) & region;
-  // argmax returns the first of equal maxima: the earliest near-lowest token.
-  return at::argmax(near.to(at::kInt), 1);
+  // argmax returns the first of equal maxima: the earliest near-lowest token (2 + 1), or,
+  // where no score is finite enough to compare (the host rule's case), the region's first (1).
+  return at::argmax(near.to(at::kInt).mul_(2).add_(region), 1);
 }
 
 }  // namespace kvscope

@@ -19,15 +19,16 @@
 #include "cache/head_cells.h"
 #include "cache/merge_weighting.h"
 #include "cache/policy.h"
+#include "model/device.h"
 
 namespace kvscope {
 
-// A [kv_heads] (or [kv_heads, n]) int64 tensor on `device` from host values: a fill when all
-// are equal (no copy at all), else one copy through pinned memory on a GPU, so that the host
-// does not wait for the device.
+// A [kv_heads] int64 tensor on `device` from host values: a fill when all are equal (no
+// copy at all), else upload() (model/device.h).
 at::Tensor per_head_tensor(const std::vector<int64_t>& values, at::Device device);
-at::Tensor upload(const std::vector<int64_t>& values, at::Device device);
-at::Tensor upload(const std::vector<double>& values, at::Device device);
+// The sum over dimension `dim`, added one element after another from 0 as the host loops do
+// (ATen's sum splits long or narrow reductions into interleaved partial sums).
+at::Tensor sum_in_order(const at::Tensor& x, int64_t dim);
 
 struct DeviceDecision;
 

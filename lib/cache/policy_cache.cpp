@@ -332,6 +332,8 @@ void PolicyCache::cut_to_budget(std::shared_ptr<CachePolicy> policy, int64_t bud
 void PolicyCache::apply(int layer_index, const std::vector<Decision>& decisions) {
   Layer& l = layers_[layer_index];
   if (on_device_) {
+    for (const Decision& d : decisions)
+      if (d.kind == Decision::ConvexMerge && d.receiver == d.victim) fail("internal: a token cannot merge into itself");
     l.device.apply(DeviceDecision::from_host(decisions, config_.device), l.v);
     ++l.changes;
     return;

@@ -17,10 +17,10 @@ namespace {
 constexpr int64_t kHiddenPosition = std::numeric_limits<int64_t>::max() / 4;
 
 // Key L2 norms [kv_heads, T] of keys [kv_heads, T, head_dim] in float64, summed dimension by
-// dimension as the host path does (a leading dimension, which ATen reduces row by row).
+// dimension as the host path does.
 at::Tensor key_norms(const at::Tensor& keys) {
   const at::Tensor k = keys.to(at::kDouble);
-  return (k * k).movedim(-1, 0).contiguous().sum(0).sqrt().to(at::kFloat);
+  return sum_in_order(k * k, -1).sqrt().to(at::kFloat);
 }
 
 }  // namespace

@@ -61,4 +61,16 @@ std::string describe_device(at::Device device) {
   return concat("cuda:", static_cast<int>(cuda_index(device)), " (", at::getNumGPUs(), " GPUs visible)");
 }
 
+namespace {
+template <typename T>
+at::Tensor upload_values(const std::vector<T>& values, at::ScalarType type, at::Device device) {
+  at::Tensor host = at::tensor(values, at::TensorOptions().dtype(type));
+  if (device.is_cuda()) return host.pin_memory().to(device, /*non_blocking=*/true);
+  return host.to(device);
+}
+}  // namespace
+
+at::Tensor upload(const std::vector<int64_t>& values, at::Device device) { return upload_values(values, at::kLong, device); }
+at::Tensor upload(const std::vector<double>& values, at::Device device) { return upload_values(values, at::kDouble, device); }
+
 }  // namespace kvscope

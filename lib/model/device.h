@@ -2,6 +2,7 @@
 #include <ATen/ATen.h>
 
 #include <string>
+#include <vector>
 
 namespace kvscope {
 
@@ -19,5 +20,9 @@ std::string dtype_name(at::ScalarType t);
 void synchronize(at::Device device);
 // "cpu", or "cuda:0 (8 GPUs visible)" for the device a command runs on.
 std::string describe_device(at::Device device);
+// Host values as a 1-D tensor on `device`; to a GPU through pinned memory without waiting,
+// so a decode step's small host-known inputs never stall the host.
+at::Tensor upload(const std::vector<int64_t>& values, at::Device device);
+at::Tensor upload(const std::vector<double>& values, at::Device device);
 
 }  // namespace kvscope

@@ -218,9 +218,7 @@ at::Tensor LlamaModel::forward_step(const std::vector<DecodeSlot>& slots, Logits
     tokens.push_back(s.token);
     positions.push_back(s.position);
   }
-  const auto host_long = at::TensorOptions().dtype(at::kLong);
-  const at::Tensor h = run_layers(at::tensor(tokens, host_long).to(device_), at::tensor(positions, host_long).to(device_), segments,
-                                  /*row_invariant=*/true);
+  const at::Tensor h = run_layers(upload(tokens, device_), upload(positions, device_), segments, /*row_invariant=*/true);
   if (logits == Logits::None) return {};
   return project(rms_norm(h, weights_.final_norm), weights_.lm_head, {}, true).to(at::kFloat);
 }

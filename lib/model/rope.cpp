@@ -118,14 +118,10 @@ at::Tensor rotate_with(const at::Tensor& x, at::Tensor cos, at::Tensor sin) {
 }  // namespace
 
 at::Tensor Rope::apply_known(const at::Tensor& x, const at::Tensor& positions, int64_t max_position) const {
-  if (x.device().is_cpu() || max_position < 0 || max_position >= table_size_) return apply(x, positions);
-  const int64_t half = x.size(-1) / 2;
-  std::vector<int64_t> shape = positions.sizes().vec();
-  shape.push_back(half);
-  const at::Tensor flat = positions.reshape({-1});
-  const at::Tensor cos = cos_table_.index({flat}).view(shape).to(x.scalar_type());
-  const at::Tensor sin = sin_table_.index({flat}).view(shape).to(x.scalar_type());
-  return rotate_with(x, cos, sin);
+  if (x.device().is_cpu() || max_position < 0) return apply(x, positions);
+  if (max_position < table_size_) return rotate_with(x, table_rows(cos_table_, positions, x), table_rows(sin_table_, positions, x));
+  refuse_beyond_dynamic_limit(max_position);
+  return rotate_at_angles(x, positions);
 }
 
 at::Tensor Rope::apply(const at::Tensor& x, const at::Tensor& positions) const {
@@ -135,29 +131,32 @@ at::Tensor Rope::apply(const at::Tensor& x, const at::Tensor& positions) const {
     at::Tensor rotated = rotate_from_table(x, positions, cos_table_, sin_table_);
     if (rotated.defined()) return rotated;
   }
-  const int64_t half = x.size(-1) / 2;
-  at::Tensor cos, sin;
   const bool in_table = positions.numel() > 0 && positions.min().item<int64_t>() >= 0 && positions.max().item<int64_t>() < table_size_;
-  if (in_table) {
-    // Same float64 angles, evaluated once at construction (float32 tables).
-    const at::Tensor flat = positions.reshape({-1});
-    std::vector<int64_t> shape = positions.sizes().vec();
-    shape.push_back(half);
-    cos = cos_table_.index_select(0, flat).view(shape).to(x.scalar_type());
-    sin = sin_table_.index_select(0, flat).view(shape).to(x.scalar_type());
-  } else {
-    // transformers recomputes dynamic-NTK frequencies from the longest position of each
-    // call, so keys cached earlier were rotated with other frequencies than later ones; a
-    // cache of rotated keys cannot reproduce that, so those positions are refused.
-    if (dynamic_limit_ > 0 && positions.numel() > 0 && positions.max().item<int64_t>() >= dynamic_limit_) {
-      fail("rope_type 'dynamic': position ", positions.max().item<int64_t>(), " is beyond max_position_embeddings (", dynamic_limit_,
-           "), where transformers re-derives the frequencies at every call; kvscope runs dynamic scaling only within it");
-    }
-    const at::Tensor angles = positions.to(at::kDouble).unsqueeze(-1) * inv_freq_;  // [..., T, half]
-    cos = (angles.cos() * attention_factor_).to(x.scalar_type());
-    sin = (angles.sin() * attention_factor_).to(x.scalar_type());
+  if (in_table) return rotate_with(x, table_rows(cos_table_, positions, x), table_rows(sin_table_, positions, x));
+  if (positions.numel() > 0) refuse_beyond_dynamic_limit(positions.max().item<int64_t>());
+  return rotate_at_angles(x, positions);
+}
+
+at::Tensor Rope::table_rows(const at::Tensor& table, const at::Tensor& positions, const at::Tensor& x) const {
+  // Same float64 angles, evaluated once at construction (float32 tables).
+  std::vector<int64_t> shape = positions.sizes().vec();
+  shape.push_back(table.size(1));
+  return table.index({positions.reshape({-1})}).view(shape).to(x.scalar_type());
+}
+
+void Rope::refuse_beyond_dynamic_limit(int64_t max_position) const {
+  // transformers recomputes dynamic-NTK frequencies from the longest position of each call,
+  // so keys cached earlier were rotated with other frequencies than later ones; a cache of
+  // rotated keys cannot reproduce that, so those positions are refused.
+  if (dynamic_limit_ > 0 && max_position >= dynamic_limit_) {
+    fail("rope_type 'dynamic': position ", max_position, " is beyond max_position_embeddings (", dynamic_limit_,
+         "), where transformers re-derives the frequencies at every call; kvscope runs dynamic scaling only within it");
   }
-  return rotate_with(x, cos, sin);
+}
+
+at::Tensor Rope::rotate_at_angles(const at::Tensor& x, const at::Tensor& positions) const {
+  const at::Tensor angles = positions.to(at::kDouble).unsqueeze(-1) * inv_freq_;  // [..., T, half]
+  return rotate_with(x, (angles.cos() * attention_factor_).to(x.scalar_type()), (angles.sin() * attention_factor_).to(x.scalar_type()));
 }
 
 }  // namespace kvscope

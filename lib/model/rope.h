@@ -23,6 +23,12 @@ class Rope {
   const at::Tensor& inv_freq() const { return inv_freq_; }
 
  private:
+  // cos or sin rows of the table at `positions`, shaped [..., T, half], in x's dtype.
+  at::Tensor table_rows(const at::Tensor& table, const at::Tensor& positions, const at::Tensor& x) const;
+  void refuse_beyond_dynamic_limit(int64_t max_position) const;
+  // Positions past the table: angles evaluated for the call.
+  at::Tensor rotate_at_angles(const at::Tensor& x, const at::Tensor& positions) const;
+
   at::Tensor inv_freq_;
   at::Tensor cos_table_, sin_table_;  // [positions, head_dim / 2], float32
   int64_t table_size_ = 0;

@@ -28,4 +28,18 @@ inline RandomModelSpec policy_model_spec(uint64_t seed) {
   return spec;
 }
 
+// The model the batched-decoding tests step many runs of: 2 layers, 4 query heads over 2 KV
+// heads, hidden 48, vocabulary 97, context 256.
+inline RandomModelSpec batched_model_spec() {
+  RandomModelSpec spec;
+  spec.vocab_size = 97;
+  spec.hidden_size = 48;
+  spec.intermediate_size = 80;
+  spec.num_layers = 2;
+  spec.num_heads = 4;
+  spec.num_kv_heads = 2;
+  spec.max_position_embeddings = 256;
+  return spec;
+}
+
 }  // namespace kvscope::testing

@@ -57,8 +57,8 @@ class CamPolicy : public CachePolicy {
     out.targets = (out.victim.unsqueeze(1) + 1 + column).clamp_max(c.capacity() - 1);  // [KV, N]
     const at::Tensor acc = c.in_order(c.attention_sum());
     const at::Tensor valid = column.lt(per_head_tensor(counts, dev).unsqueeze(1));
-    // Summed target by target (a leading dimension): the host loop's order.
-    const at::Tensor mean_target = acc.gather(1, out.targets).masked_fill(mask_not(valid), 0.0).t().contiguous().sum(0) /
+    // Summed target by target: the host loop's order.
+    const at::Tensor mean_target = sum_in_order(acc.gather(1, out.targets).masked_fill(mask_not(valid), 0.0), 1) /
                                    upload(std::vector<double>(counts.begin(), counts.end()), dev).clamp_min(1.0);
     const at::Tensor evicted = acc.gather(1, out.victim.unsqueeze(1)).squeeze(1);
     const at::Tensor p = (evicted / mean_target).clamp(0.0, 1.0).masked_fill(mask_not(mean_target.gt(0)), 1.0);

@@ -39,12 +39,11 @@ class TovaPolicy : public CachePolicy {
     }
     if (!step.last_query.defined()) fail("internal: this decision was made outside a decode step and cannot read attention");
     const int64_t kv = c.kv_heads(), group = step.query_heads / kv, S = step.last_query.size(1);
-    // The host rule's float64 order: each KV head's group mean, then the mean over KV heads
-    // (sums over leading dimensions, which ATen reduces one row after another).
-    const at::Tensor group_mean = step.last_query.to(at::kDouble).view({kv, group, S}).sum(1) / static_cast<double>(group);
+    // The host rule's float64 order: each KV head's group mean, then the mean over KV heads.
+    const at::Tensor group_mean = sum_in_order(step.last_query.to(at::kDouble).reshape({kv, group, S}), 1) / static_cast<double>(group);
     at::Tensor per_slot = at::zeros({kv, c.capacity()}, group_mean.options());
     per_slot.narrow(1, 0, S).copy_(group_mean);
-    const at::Tensor score = c.in_order(per_slot).sum(0, /*keepdim=*/true) / static_cast<double>(kv);
+    const at::Tensor score = sum_in_order(c.in_order(per_slot), 0).unsqueeze(0) / static_cast<double>(kv);
     const Bounds b = middle_bounds({c.sizes().front()});
     const at::Tensor j = argmin_near_on_device(score, c.region_mask(b.begin, b.end).narrow(0, 0, 1), kScoreTolerance);
     out = DeviceDecision::drops(j.expand({kv}).contiguous());

@@ -58,8 +58,10 @@ class WeightedKvBase : public CachePolicy {
       out = DeviceDecision::drops(j);
       return true;
     }
+    // Stored keys stay in slot order; only the [kv_heads, capacity] similarities and the two
+    // merged keys are gathered.
     const at::Tensor keys = weighting_->needs_keys() || options_.receiver == MergeReceiver::MostSimilarKey
-                                ? c.in_order(step.keys.to(at::kFloat))
+                                ? step.keys.to(at::kFloat)
                                 : at::Tensor();
     const at::Tensor r = receiver_on_device(c, j, keys);
     auto pick = [](const at::Tensor& in_order, const at::Tensor& index) { return in_order.gather(1, index.unsqueeze(1)).squeeze(1); };
@@ -77,9 +79,8 @@ class WeightedKvBase : public CachePolicy {
     m.key_norm_j = pick(norm, j);
     m.key_norm_r = pick(norm, r);
     if (weighting_->needs_keys()) {
-      const int64_t hd = keys.size(2);
-      m.key_j = keys.gather(1, j.view({-1, 1, 1}).expand({keys.size(0), 1, hd})).squeeze(1);
-      m.key_r = keys.gather(1, r.view({-1, 1, 1}).expand({keys.size(0), 1, hd})).squeeze(1);
+      m.key_j = key_at(c, keys, j).squeeze(1);
+      m.key_r = key_at(c, keys, r).squeeze(1);
     }
     const at::Tensor w = weighting_->weight_on_device(m);
     if (!w.defined()) return false;
@@ -91,19 +92,24 @@ class WeightedKvBase : public CachePolicy {
   }
 
  private:
-  // receiver_index for every head at once; `keys` [kv_heads, capacity, head_dim] in sequence
+  // The stored key [kv_heads, 1, head_dim] of each head's token at sequence index `index`.
+  static at::Tensor key_at(const DeviceCells& c, const at::Tensor& keys, const at::Tensor& index) {
+    const at::Tensor slot = c.order().gather(1, index.unsqueeze(1));  // [kv_heads, 1]
+    return keys.gather(1, slot.unsqueeze(2).expand({keys.size(0), 1, keys.size(2)}));
+  }
+
+  // receiver_index for every head at once; `keys` [kv_heads, capacity, head_dim] in slot
   // order when the receiver reads them.
   at::Tensor receiver_on_device(const DeviceCells& c, const at::Tensor& j, const at::Tensor& keys) const {
     switch (options_.receiver) {
       case MergeReceiver::Right: return j + 1;
       case MergeReceiver::Left: return j - 1 + 2 * j.eq(0).to(at::kLong);
       case MergeReceiver::MostSimilarKey: {
-        const int64_t kv = keys.size(0), hd = keys.size(2);
-        const at::Tensor kj = keys.gather(1, j.view({-1, 1, 1}).expand({kv, 1, hd}));
+        const at::Tensor similarity = c.in_order(cosine_similarity_rows(keys, key_at(c, keys, j)));
         const at::Tensor index = at::arange(c.capacity(), j.options()).unsqueeze(0);
         const at::Tensor outside = index.eq(j.unsqueeze(1)) | index.ge(per_head_tensor(c.sizes(), c.device()).unsqueeze(1));
         // The first most similar key wins, as in the host loop.
-        return at::argmax(cosine_similarity_rows(keys, kj).masked_fill(outside, -std::numeric_limits<double>::infinity()), 1);
+        return at::argmax(similarity.masked_fill(outside, -std::numeric_limits<double>::infinity()), 1);
       }
     }
     return j + 1;
