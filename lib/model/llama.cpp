@@ -77,12 +77,14 @@ at::Tensor LlamaModel::attention_block(int layer, const at::Tensor& x, const at:
   // Runs attend over their own caches independently, so they are spread over the worker
   // threads; each run's arithmetic is the same whichever thread does it.
   std::vector<at::Tensor> outs(segments.size());
+  // A run that has every row takes the tensors whole: four views fewer per layer, which
+  // tiny models notice.
+  auto rows_of = [&](const at::Tensor& t, const Segment& s) { return s.row == 0 && s.length == t.size(0) ? t : t.narrow(0, s.row, s.length); };
   auto attend_range = [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const Segment& s = segments[static_cast<size_t>(i)];
-      outs[static_cast<size_t>(i)] = attend(layer, q_pre.narrow(0, s.row, s.length), k_pre.narrow(0, s.row, s.length),
-                                            v.narrow(0, s.row, s.length), positions.narrow(0, s.row, s.length), s.last_position,
-                                            *s.cache, s.observer);
+      outs[static_cast<size_t>(i)] = attend(layer, rows_of(q_pre, s), rows_of(k_pre, s), rows_of(v, s), rows_of(positions, s),
+                                            s.last_position, *s.cache, s.observer);
     }
   };
   if (device_.is_cpu()) parallel_rows(static_cast<int64_t>(segments.size()), 1, attend_range);
@@ -95,9 +97,16 @@ at::Tensor LlamaModel::attend(int layer, const at::Tensor& q_rows, const at::Ten
   const int64_t T = q_rows.size(0), H = config_.num_heads, KV = config_.num_kv_heads, hd = config_.head_dim;
   const int64_t group = H / KV;
 
-  const at::Tensor q_pre = q_rows.reshape({T, H, hd}).transpose(0, 1);
-  const at::Tensor k_pre = k_rows.reshape({T, KV, hd}).transpose(0, 1).contiguous();
-  const at::Tensor v = v_rows.reshape({T, KV, hd}).transpose(0, 1).contiguous();
+  // Rows [T, heads * hd] as [heads, T, hd]; for one contiguous row that is a view of the
+  // same memory (one operator instead of three).
+  auto by_head = [T, hd](const at::Tensor& rows, int64_t heads, bool contiguous) {
+    if (T == 1 && rows.is_contiguous()) return rows.view({heads, 1, hd});
+    const at::Tensor t = rows.reshape({T, heads, hd}).transpose(0, 1);
+    return contiguous ? t.contiguous() : t;
+  };
+  const at::Tensor q_pre = by_head(q_rows, H, false);
+  const at::Tensor k_pre = by_head(k_rows, KV, true);
+  const at::Tensor v = by_head(v_rows, KV, true);
   const at::Tensor k = rope_.apply_known(k_pre, positions, last_position);
 
   const AttentionInputs in = cache.append(layer, NewEntries{k_pre, k, v, positions, last_position});
@@ -161,6 +170,7 @@ at::Tensor LlamaModel::attend(int layer, const at::Tensor& q_rows, const at::Ten
                                         out, in.key_positions});
   }
   cache.observe_attention(layer, probs.view({H, T, S}));
+  if (T == 1 && out.is_contiguous()) return out.view({1, H * hd});
   return out.transpose(0, 1).reshape({T, H * hd});
 }
 
