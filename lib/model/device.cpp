@@ -1,6 +1,9 @@
 #include "model/device.h"
 
 #include <ATen/detail/CUDAHooksInterface.h>
+#include <dlfcn.h>
+
+#include <cstdio>
 
 #include "core/error.h"
 
@@ -56,9 +59,40 @@ void synchronize(at::Device device) {
   if (device.is_cuda()) at::detail::getCUDAHooks().deviceSynchronize(cuda_index(device));
 }
 
+namespace {
+
+// The GPU's name and memory from the CUDA driver (libcuda, present wherever a GPU runs),
+// looked up at run time: kvscope builds against CPU-only LibTorch too, without CUDA headers.
+// Empty when the driver does not answer.
+std::string gpu_name_and_memory(int ordinal) {
+  void* driver = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+  if (!driver) return {};
+  using Init = int (*)(unsigned);
+  using Name = int (*)(char*, int, int);
+  using TotalMemory = int (*)(size_t*, int);
+  const auto init = reinterpret_cast<Init>(dlsym(driver, "cuInit"));
+  const auto name = reinterpret_cast<Name>(dlsym(driver, "cuDeviceGetName"));
+  const auto total = reinterpret_cast<TotalMemory>(dlsym(driver, "cuDeviceTotalMem_v2"));
+  std::string out;
+  char text[256] = {0};
+  size_t bytes = 0;
+  // A device index counts the visible devices, as the driver's ordinals do.
+  if (init && name && total && init(0) == 0 && name(text, sizeof text - 1, ordinal) == 0 && total(&bytes, ordinal) == 0) {
+    char memory[64];
+    std::snprintf(memory, sizeof memory, "%.1f GiB", static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0));
+    out = concat(text, ", ", memory);
+  }
+  dlclose(driver);
+  return out;
+}
+
+}  // namespace
+
 std::string describe_device(at::Device device) {
   if (!device.is_cuda()) return device.str();
-  return concat("cuda:", static_cast<int>(cuda_index(device)), " (", at::getNumGPUs(), " GPUs visible)");
+  const int index = static_cast<int>(cuda_index(device));
+  const std::string gpu = gpu_name_and_memory(index);
+  return concat("cuda:", index, gpu.empty() ? "" : " " + gpu, " (", at::getNumGPUs(), " GPUs visible)");
 }
 
 namespace {

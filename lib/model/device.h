@@ -18,7 +18,8 @@ std::string dtype_name(at::ScalarType t);
 // Waits for all work queued on `device` (a no-op on CPU): a clock read after a CUDA step
 // would otherwise time only the kernel launches.
 void synchronize(at::Device device);
-// "cpu", or "cuda:0 (8 GPUs visible)" for the device a command runs on.
+// "cpu", or "cuda:0 NVIDIA H200, 139.8 GiB (8 GPUs visible)" for the device a command runs
+// on (name and memory from the CUDA driver, left out where it does not answer).
 std::string describe_device(at::Device device);
 // Host values as a 1-D tensor on `device`; to a GPU through pinned memory without waiting,
 // so a decode step's small host-known inputs never stall the host.
