@@ -4,7 +4,7 @@
 
 #include "cache/policy_registry.h"
 #include "core/error.h"
-#include "eval/score.h"
+#include "model/device.h"
 
 namespace kvscope {
 
@@ -54,7 +54,15 @@ void DocumentRun::open_window() {
   window_open_ = true;
 }
 
+void DocumentRun::collect_nll() {
+  if (pending_nll_.empty()) return;
+  const at::Tensor all = at::cat(pending_nll_).to(at::kCPU).contiguous();
+  out_.nll.insert(out_.nll.end(), all.data_ptr<double>(), all.data_ptr<double>() + all.numel());
+  pending_nll_.clear();
+}
+
 void DocumentRun::close_window() {
+  collect_nll();
   for (int64_t l = 0; l < model_.config().num_layers; ++l) out_.max_cache = std::max(out_.max_cache, cache_->size(static_cast<int>(l)));
   out_.policy_seconds += cache_->policy_seconds();
   cache_.reset();
@@ -75,13 +83,16 @@ void DocumentRun::keep(const at::Tensor& logits, int64_t first_row_pos) {
     }
   }
   if (rows.empty()) return;
-  const at::Tensor sel = logits.index_select(0, at::tensor(rows, at::kLong).to(logits.device()));
-  const auto nll = negative_log_likelihoods(sel, targets);
-  for (size_t i = 0; i < nll.size(); ++i) {
-    out_.nll.push_back(nll[i]);
-    out_.token_index.push_back(first_row_pos + rows[i] + 1);
-  }
-  if (on_token_) on_token_(static_cast<int64_t>(nll.size()));
+  const auto n = static_cast<int64_t>(rows.size());
+  const at::Tensor sel = rows.back() - rows.front() + 1 == n ? logits.narrow(0, rows.front(), n)
+                                                             : logits.index_select(0, upload(rows, logits.device()));
+  // -log p(target) from a float64 log-softmax (negative_log_likelihoods' arithmetic), left on
+  // the model's device until the window closes: a GPU then never waits for the host between
+  // decode steps.
+  const at::Tensor log_probs = at::log_softmax(sel.to(at::kDouble), -1);
+  pending_nll_.push_back(log_probs.gather(1, upload(targets, logits.device()).unsqueeze(1)).squeeze(1).neg());
+  for (const int64_t r : rows) out_.token_index.push_back(first_row_pos + r + 1);
+  if (on_token_) on_token_(n);
 }
 
 void DocumentRun::advance() {
@@ -113,6 +124,7 @@ void DocumentRun::accept(const at::Tensor& logits) {
 }
 
 RunOutput DocumentRun::take_output() {
+  collect_nll();
   out_.perturbation = log_.events();
   out_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
   return std::move(out_);

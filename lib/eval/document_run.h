@@ -42,6 +42,8 @@ class DocumentRun {
   void open_window();
   void close_window();
   void keep(const at::Tensor& logits, int64_t first_row_pos);
+  // Moves the NLLs computed on the model's device since the last call into out_.
+  void collect_nll();
 
   const LlamaModel& model_;
   const std::vector<int64_t>& ids_;
@@ -59,6 +61,7 @@ class DocumentRun {
   PerturbationLog log_;
   DecisionObservers observers_;
   RunOutput out_;
+  std::vector<at::Tensor> pending_nll_;  // per kept call, on the model's device; read once per window
 };
 
 }  // namespace kvscope
