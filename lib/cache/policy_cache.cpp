@@ -56,8 +56,6 @@ class LayerStep : public StepView {
   mutable at::Tensor last_;
 };
 
-// Where attention must not look: above every query position, so the causal mask hides it.
-constexpr int64_t kHiddenPosition = std::numeric_limits<int64_t>::max() / 4;
 
 }  // namespace
 
@@ -331,9 +329,9 @@ void PolicyCache::cut_to_budget(std::shared_ptr<CachePolicy> policy, int64_t bud
 
 void PolicyCache::apply(int layer_index, const std::vector<Decision>& decisions) {
   Layer& l = layers_[layer_index];
+  for (const Decision& d : decisions)
+    if (d.kind == Decision::ConvexMerge && d.receiver == d.victim) fail("internal: a token cannot merge into itself");
   if (on_device_) {
-    for (const Decision& d : decisions)
-      if (d.kind == Decision::ConvexMerge && d.receiver == d.victim) fail("internal: a token cannot merge into itself");
     l.device.apply(DeviceDecision::from_host(decisions, config_.device), l.v);
     ++l.changes;
     return;
@@ -347,7 +345,6 @@ void PolicyCache::apply(int layer_index, const std::vector<Decision>& decisions)
     if (d.kind == Decision::None) continue;
     const int32_t victim = index_of(s.slot(d.victim));
     if (d.kind == Decision::ConvexMerge) {
-      if (d.receiver == d.victim) fail("internal: a token cannot merge into itself");
       mh.push_back(static_cast<int64_t>(h));
       mj.push_back(victim);
       mr.push_back(index_of(s.slot(d.receiver)));

@@ -9,6 +9,7 @@
 // layer by name.
 #include <ATen/ATen.h>
 
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -127,6 +128,9 @@ class PolicyCache final : public KvCache {
     mutable std::vector<HeadCells> host_view;  // the device path: heads as of host_view_changes
     mutable int64_t host_view_changes = -1;
   };
+  // Where attention must not look: above every query position, so the causal mask hides it.
+  static constexpr int64_t kHiddenPosition = std::numeric_limits<int64_t>::max() / 4;
+
   PolicyCache(const PolicyCache&) = default;  // only clone() copies
   void grow(Layer& l, int64_t needed);
   void apply(int layer, const std::vector<Decision>& decisions);

@@ -4,7 +4,6 @@
 // head sizes, freed-slot counts and the layer's used slots. It makes the same decisions as
 // the host path and rounds alike (tests/test_device_bookkeeping.cpp).
 #include <algorithm>
-#include <limits>
 
 #include "cache/policy_cache.h"
 #include "core/error.h"
@@ -12,9 +11,6 @@
 
 namespace kvscope {
 namespace {
-
-// Where attention must not look: above every query position, so the causal mask hides it.
-constexpr int64_t kHiddenPosition = std::numeric_limits<int64_t>::max() / 4;
 
 // Key L2 norms [kv_heads, T] of keys [kv_heads, T, head_dim] in float64, summed dimension by
 // dimension as the host path does.
@@ -55,8 +51,7 @@ AttentionInputs PolicyCache::append_on_device(Layer& l, const NewEntries& e) {
   } else {
     // Each kept key sits at its index in sequence order, counted so that every head's newest
     // token is at the newest query's position (as on the host path).
-    int64_t n = 0;
-    for (const int64_t s : sizes) n = std::max(n, s);
+    const int64_t n = *std::max_element(sizes.begin(), sizes.end());
     const int64_t cap = l.device.capacity();
     std::vector<int64_t> first;
     for (const int64_t s : sizes) first.push_back(n - s);

@@ -4,6 +4,7 @@
 
 #include "cache/policy_registry.h"
 #include "core/error.h"
+#include "eval/score.h"
 #include "model/device.h"
 
 namespace kvscope {
@@ -86,11 +87,9 @@ void DocumentRun::keep(const at::Tensor& logits, int64_t first_row_pos) {
   const auto n = static_cast<int64_t>(rows.size());
   const at::Tensor sel = rows.back() - rows.front() + 1 == n ? logits.narrow(0, rows.front(), n)
                                                              : logits.index_select(0, upload(rows, logits.device()));
-  // -log p(target) from a float64 log-softmax (negative_log_likelihoods' arithmetic), left on
-  // the model's device until the window closes: a GPU then never waits for the host between
-  // decode steps.
-  const at::Tensor log_probs = at::log_softmax(sel.to(at::kDouble), -1);
-  pending_nll_.push_back(log_probs.gather(1, upload(targets, logits.device()).unsqueeze(1)).squeeze(1).neg());
+  // Left on the model's device until the window closes: a GPU then never waits for the host
+  // between decode steps.
+  pending_nll_.push_back(negative_log_likelihoods(sel, upload(targets, logits.device())));
   for (const int64_t r : rows) out_.token_index.push_back(first_row_pos + r + 1);
   if (on_token_) on_token_(n);
 }

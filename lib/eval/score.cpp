@@ -19,12 +19,13 @@ double ScoreResult::mean_nll() const {
 
 double ScoreResult::perplexity() const { return std::exp(mean_nll()); }
 
+at::Tensor negative_log_likelihoods(const at::Tensor& logits, const at::Tensor& targets) {
+  return at::log_softmax(logits.to(at::kDouble), -1).gather(1, targets.unsqueeze(1)).squeeze(1).neg();
+}
+
 std::vector<double> negative_log_likelihoods(const at::Tensor& logits, const std::vector<int64_t>& targets) {
-  const at::Tensor lp = at::log_softmax(logits.to(at::kCPU, at::kDouble), -1);
-  const auto acc = lp.accessor<double, 2>();
-  std::vector<double> out(targets.size());
-  for (size_t i = 0; i < targets.size(); ++i) out[i] = -acc[static_cast<int64_t>(i)][targets[i]];
-  return out;
+  const at::Tensor nll = negative_log_likelihoods(logits.to(at::kCPU), at::tensor(targets, at::kLong)).contiguous();
+  return std::vector<double>(nll.data_ptr<double>(), nll.data_ptr<double>() + nll.numel());
 }
 
 ScoreResult score_tokens(const LlamaModel& model, const std::vector<int64_t>& ids, const ScoreOptions& options) {

@@ -27,5 +27,7 @@ ScoreResult score_tokens(const LlamaModel& model, const std::vector<int64_t>& id
 
 // -log softmax(logits)[target] for each row, computed in float64. logits: [T, V].
 std::vector<double> negative_log_likelihoods(const at::Tensor& logits, const std::vector<int64_t>& targets);
+// The same on the logits' device: targets [T] int64 there, result [T] float64 there.
+at::Tensor negative_log_likelihoods(const at::Tensor& logits, const at::Tensor& targets);
 
 }  // namespace kvscope

@@ -119,7 +119,7 @@ at::Tensor rotate_with(const at::Tensor& x, at::Tensor cos, at::Tensor sin) {
 
 at::Tensor Rope::apply_known(const at::Tensor& x, const at::Tensor& positions, int64_t max_position) const {
   if (x.device().is_cpu() || max_position < 0) return apply(x, positions);
-  if (max_position < table_size_) return rotate_with(x, table_rows(cos_table_, positions, x), table_rows(sin_table_, positions, x));
+  if (max_position < table_size_) return rotate_in_table(x, positions);
   refuse_beyond_dynamic_limit(max_position);
   return rotate_at_angles(x, positions);
 }
@@ -132,16 +132,17 @@ at::Tensor Rope::apply(const at::Tensor& x, const at::Tensor& positions) const {
     if (rotated.defined()) return rotated;
   }
   const bool in_table = positions.numel() > 0 && positions.min().item<int64_t>() >= 0 && positions.max().item<int64_t>() < table_size_;
-  if (in_table) return rotate_with(x, table_rows(cos_table_, positions, x), table_rows(sin_table_, positions, x));
+  if (in_table) return rotate_in_table(x, positions);
   if (positions.numel() > 0) refuse_beyond_dynamic_limit(positions.max().item<int64_t>());
   return rotate_at_angles(x, positions);
 }
 
-at::Tensor Rope::table_rows(const at::Tensor& table, const at::Tensor& positions, const at::Tensor& x) const {
+at::Tensor Rope::rotate_in_table(const at::Tensor& x, const at::Tensor& positions) const {
   // Same float64 angles, evaluated once at construction (float32 tables).
   std::vector<int64_t> shape = positions.sizes().vec();
-  shape.push_back(table.size(1));
-  return table.index({positions.reshape({-1})}).view(shape).to(x.scalar_type());
+  shape.push_back(cos_table_.size(1));
+  const at::Tensor flat = positions.reshape({-1});
+  return rotate_with(x, cos_table_.index({flat}).view(shape).to(x.scalar_type()), sin_table_.index({flat}).view(shape).to(x.scalar_type()));
 }
 
 void Rope::refuse_beyond_dynamic_limit(int64_t max_position) const {

@@ -23,8 +23,8 @@ class Rope {
   const at::Tensor& inv_freq() const { return inv_freq_; }
 
  private:
-  // cos or sin rows of the table at `positions`, shaped [..., T, half], in x's dtype.
-  at::Tensor table_rows(const at::Tensor& table, const at::Tensor& positions, const at::Tensor& x) const;
+  // x rotated by the table rows at `positions` (all in [0, table_size_)).
+  at::Tensor rotate_in_table(const at::Tensor& x, const at::Tensor& positions) const;
   void refuse_beyond_dynamic_limit(int64_t max_position) const;
   // Positions past the table: angles evaluated for the call.
   at::Tensor rotate_at_angles(const at::Tensor& x, const at::Tensor& positions) const;

@@ -64,20 +64,22 @@ class WeightedKvBase : public CachePolicy {
                                 ? step.keys.to(at::kFloat)
                                 : at::Tensor();
     const at::Tensor r = receiver_on_device(c, j, keys);
-    auto pick = [](const at::Tensor& in_order, const at::Tensor& index) { return in_order.gather(1, index.unsqueeze(1)).squeeze(1); };
+    // Every field of each head's token at `index`, [kv_heads, fields]: one gather per side.
+    auto token = [&](const at::Tensor& index) {
+      return fields.gather(1, index.view({-1, 1, 1}).expand({fields.size(0), 1, fields.size(2)})).squeeze(1);
+    };
+    const at::Tensor fj = token(j), fr = token(r);
     MergeCandidateTensors m;
-    m.acc_j = pick(acc, j);
-    m.acc_r = pick(acc, r);
-    m.count_j = pick(steps, j);
-    m.count_r = pick(steps, r);
-    const at::Tensor mult = fields.select(2, DeviceCells::kMultiplicity), last = fields.select(2, DeviceCells::kLastAttention);
-    const at::Tensor norm = fields.select(2, DeviceCells::kKeyNorm);
-    m.mult_j = pick(mult, j);
-    m.mult_r = pick(mult, r);
-    m.current_j = pick(last, j);
-    m.current_r = pick(last, r);
-    m.key_norm_j = pick(norm, j);
-    m.key_norm_r = pick(norm, r);
+    m.acc_j = fj.select(1, DeviceCells::kAttentionSum);
+    m.acc_r = fr.select(1, DeviceCells::kAttentionSum);
+    m.count_j = fj.select(1, DeviceCells::kSteps);
+    m.count_r = fr.select(1, DeviceCells::kSteps);
+    m.mult_j = fj.select(1, DeviceCells::kMultiplicity);
+    m.mult_r = fr.select(1, DeviceCells::kMultiplicity);
+    m.current_j = fj.select(1, DeviceCells::kLastAttention);
+    m.current_r = fr.select(1, DeviceCells::kLastAttention);
+    m.key_norm_j = fj.select(1, DeviceCells::kKeyNorm);
+    m.key_norm_r = fr.select(1, DeviceCells::kKeyNorm);
     if (weighting_->needs_keys()) {
       m.key_j = key_at(c, keys, j).squeeze(1);
       m.key_r = key_at(c, keys, r).squeeze(1);
