@@ -9,7 +9,8 @@
 
 namespace kvscope {
 
-// The new tokens of one layer, as the forward pass produced them.
+// The new tokens of one layer, as the forward pass produced them. The tensors may be views of
+// the forward pass's working rows, valid only during the call: a cache copies what it keeps.
 struct NewEntries {
   const at::Tensor& k_pre_rope;  // [kv_heads, T, head_dim]
   const at::Tensor& k;           // [kv_heads, T, head_dim], rotated at `positions`

@@ -56,7 +56,9 @@ LlamaModel LlamaModel::load(const std::filesystem::path& dir, const LoadOptions&
 }
 
 LlamaModel::LlamaModel(ModelConfig config, ModelWeights weights, at::Device device, at::ScalarType dtype)
-    : config_(std::move(config)), weights_(std::move(weights)), device_(device), dtype_(dtype), rope_(config_, device) {}
+    : config_(std::move(config)), weights_(std::move(weights)), device_(device), dtype_(dtype), rope_(config_, device) {
+  host_rows_decode_ = decodes_on_host_rows();
+}
 
 FullKvCache LlamaModel::new_cache(int64_t capacity) const {
   return FullKvCache(config_.num_layers, config_.num_kv_heads, config_.head_dim, dtype_, device_, capacity);
@@ -116,28 +118,7 @@ at::Tensor LlamaModel::attend(int layer, const at::Tensor& q_rows, const at::Ten
   // Query head h reads KV head h / group: grouping the query heads of one KV head into the
   // rows of one batched product avoids materialising repeated keys.
   const at::Tensor qg = q.reshape({KV, group * T, hd});
-  // A decode step on CPU in float32 uses kvscope's own fixed-order kernels rather than
-  // BLAS: a handful of rows against the cache is all call overhead in a general gemm, and
-  // the order of every sum stays the same however the runs of a batch are grouped.
-  // The kernels read each KV head's slice of the cache in place (rows of head_dim floats) and
-  // write into one output: per-head tensor views, copies and a stack cost more operator
-  // dispatch than the arithmetic on small models.
-  const bool row_kernels = T == 1 && device_.is_cpu() && dtype_ == at::kFloat;
-  const int64_t G = group * T;
-  auto head_rows = [](const at::Tensor& side) {
-    return side.stride(2) == 1 && side.stride(1) == side.size(2) ? side : side.contiguous();
-  };
-  at::Tensor scores, values;
-  if (row_kernels) {
-    const at::Tensor keys = head_rows(in.keys), q_grouped = qg.contiguous();
-    values = head_rows(in.values);
-    scores = at::empty({KV, G, S}, q_grouped.options());
-    for (int64_t h = 0; h < KV; ++h)
-      row_linear_raw(q_grouped.data_ptr<float>() + h * G * hd, G, keys.data_ptr<float>() + h * keys.stride(0), S, hd, nullptr,
-                     scores.data_ptr<float>() + h * G * S);
-  } else {
-    scores = at::bmm(qg, in.keys.transpose(1, 2)).to(at::kFloat);  // [KV, group*T, S]
-  }
+  at::Tensor scores = at::bmm(qg, in.keys.transpose(1, 2)).to(at::kFloat);  // [KV, group*T, S]
   scores.mul_(1.0 / std::sqrt(static_cast<double>(hd)));
   scores = scores.view({KV, group, T, S});
 
@@ -152,16 +133,7 @@ at::Tensor LlamaModel::attend(int layer, const at::Tensor& q_rows, const at::Ten
     scores.masked_fill_(hidden, -std::numeric_limits<float>::infinity());
   }
   const at::Tensor probs = at::softmax(scores, -1);  // fp32
-  at::Tensor out;
-  if (row_kernels) {
-    out = at::empty({KV, G, hd}, probs.options());
-    const float* p = probs.data_ptr<float>();  // softmax's output: contiguous [KV, group, T, S]
-    for (int64_t h = 0; h < KV; ++h)
-      weighted_row_sum_raw(p + h * G * S, G, S, values.data_ptr<float>() + h * values.stride(0), hd, out.data_ptr<float>() + h * G * hd);
-    out = out.view({H, T, hd});
-  } else {
-    out = at::bmm(probs.view({KV, G, S}).to(dtype_), in.values).view({H, T, hd});
-  }
+  const at::Tensor out = at::bmm(probs.view({KV, group * T, S}).to(dtype_), in.values).view({H, T, hd});
 
   if (observer) {
     const bool give_attention = observer->wants_attention(layer);
@@ -209,8 +181,12 @@ at::Tensor LlamaModel::run_layers(const at::Tensor& ids, const at::Tensor& posit
 at::Tensor LlamaModel::forward(const at::Tensor& tokens, int64_t start_position, KvCache& cache,
                                ForwardObserver* observer, Logits logits) const {
   if (tokens.dim() != 1 || tokens.size(0) == 0) fail("forward: expected a non-empty 1-D tensor of token ids");
+  const int64_t T = tokens.size(0);
+  if (T == 1 && host_rows_decode_) {
+    const int64_t token = tokens.to(at::kCPU, at::kLong).item<int64_t>();
+    return decode_host_rows({token}, {Segment{0, 1, &cache, observer, start_position}}, logits);
+  }
   const at::Tensor ids = tokens.to(device_, at::kLong);
-  const int64_t T = ids.size(0);
   const at::Tensor positions = at::arange(start_position, start_position + T, at::TensorOptions().dtype(at::kLong).device(device_));
   const at::Tensor h = run_layers(ids, positions, {Segment{0, T, &cache, observer, start_position + T - 1}}, /*row_invariant=*/T == 1);
   if (logits == Logits::None) return {};
@@ -228,6 +204,7 @@ at::Tensor LlamaModel::forward_step(const std::vector<DecodeSlot>& slots, Logits
     tokens.push_back(s.token);
     positions.push_back(s.position);
   }
+  if (host_rows_decode_) return decode_host_rows(tokens, segments, logits);
   const at::Tensor h = run_layers(upload(tokens, device_), upload(positions, device_), segments, /*row_invariant=*/true);
   if (logits == Logits::None) return {};
   return project(rms_norm(h, weights_.final_norm), weights_.lm_head, {}, true).to(at::kFloat);

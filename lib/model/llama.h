@@ -42,7 +42,8 @@ class LlamaModel {
   // once for all runs; attention is computed per run over that run's cache alone, so caches
   // of different lengths cost only their own length. Returns fp32 logits [B, V] (undefined
   // with Logits::None). On CPU in float32 each run's result is bit-for-bit what a
-  // one-run call gives (see row_linear.h); elsewhere it agrees to rounding.
+  // one-run call (or forward() of one token) gives (see llama_decode_cpu.cpp); elsewhere it
+  // agrees to rounding.
   struct DecodeSlot {
     int64_t token = 0, position = 0;
     KvCache* cache = nullptr;
@@ -74,6 +75,10 @@ class LlamaModel {
   at::Tensor attend(int layer, const at::Tensor& q_pre, const at::Tensor& k_pre, const at::Tensor& v,
                     const at::Tensor& positions, int64_t last_position, KvCache& cache, ForwardObserver* observer) const;
   at::Tensor mlp_block(int layer, const at::Tensor& x, bool row_invariant) const;
+  // Decode steps on CPU in float32 run on raw rows (llama_decode_cpu.cpp) when every weight
+  // is a contiguous float32 host tensor.
+  bool decodes_on_host_rows() const;
+  at::Tensor decode_host_rows(const std::vector<int64_t>& tokens, const std::vector<Segment>& segments, Logits logits) const;
   at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight) const;
 
   ModelConfig config_;
@@ -82,6 +87,7 @@ class LlamaModel {
   at::ScalarType dtype_;
   Rope rope_;
   std::string source_;
+  bool host_rows_decode_ = false;
 };
 
 // y = x W^T + b for x [T, in]. With `row_invariant` (decode steps: one row per run) each

@@ -69,6 +69,14 @@ Rope::Rope(const ModelConfig& config, at::Device device) {
 
 namespace {
 
+// One head's row rotated by one table row: the products and sums of rotate_with, in float.
+void rotate_row(const float* a, const float* c, const float* s, int64_t half, float* o) {
+  for (int64_t j = 0; j < half; ++j) {
+    o[j] = a[j] * c[j] - a[j + half] * s[j];
+    o[j + half] = a[j + half] * c[j] + a[j] * s[j];
+  }
+}
+
 // The same products and sums as the tensor expression below, one element at a time (this
 // file is compiled without multiply-add contraction, so results are bitwise equal). A decode
 // step rotates one token per head: as a loop that costs one allocation instead of a dozen
@@ -90,14 +98,7 @@ at::Tensor rotate_from_table(const at::Tensor& x_in, const at::Tensor& positions
   for (int64_t h = 0; h < heads; ++h) {
     for (int64_t t = 0; t < T; ++t) {
       const int64_t p = per_head ? pos[h * T + t] : pos[t];
-      const float* c = cos_rows + p * half;
-      const float* s = sin_rows + p * half;
-      const float* a = src + (h * T + t) * hd;
-      float* o = dst + (h * T + t) * hd;
-      for (int64_t j = 0; j < half; ++j) {
-        o[j] = a[j] * c[j] - a[j + half] * s[j];
-        o[j + half] = a[j + half] * c[j] + a[j] * s[j];
-      }
+      rotate_row(src + (h * T + t) * hd, cos_rows + p * half, sin_rows + p * half, half, dst + (h * T + t) * hd);
     }
   }
   return out;
@@ -135,6 +136,18 @@ at::Tensor Rope::apply(const at::Tensor& x, const at::Tensor& positions) const {
   if (in_table) return rotate_in_table(x, positions);
   if (positions.numel() > 0) refuse_beyond_dynamic_limit(positions.max().item<int64_t>());
   return rotate_at_angles(x, positions);
+}
+
+void Rope::rotate_rows(const float* src, float* dst, int64_t heads, int64_t head_dim, int64_t position) const {
+  const int64_t half = head_dim / 2;
+  if (cos_table_.device().is_cpu() && cos_table_.scalar_type() == at::kFloat && position >= 0 && position < table_size_) {
+    const float* c = cos_table_.data_ptr<float>() + position * half;
+    const float* s = sin_table_.data_ptr<float>() + position * half;
+    for (int64_t h = 0; h < heads; ++h) rotate_row(src + h * head_dim, c, s, half, dst + h * head_dim);
+    return;
+  }
+  const at::Tensor x = at::from_blob(const_cast<float*>(src), {heads, 1, head_dim}, at::kFloat);
+  at::from_blob(dst, {heads, 1, head_dim}, at::kFloat).copy_(apply(x, at::full({1}, position, at::kLong)));
 }
 
 at::Tensor Rope::rotate_in_table(const at::Tensor& x, const at::Tensor& positions) const {

@@ -19,6 +19,10 @@ class Rope {
   // position on the host, so a GPU need not stop for it. A negative max_position (unknown)
   // is apply().
   at::Tensor apply_known(const at::Tensor& x, const at::Tensor& positions, int64_t max_position) const;
+  // `heads` rows of head_dim float32s on the host, all at `position`, rotated from src into
+  // dst (which may not overlap src): the numbers apply() gives, without tensors for the
+  // positions in the table.
+  void rotate_rows(const float* src, float* dst, int64_t heads, int64_t head_dim, int64_t position) const;
   // The scaled inverse frequencies (float64, [head_dim / 2]).
   const at::Tensor& inv_freq() const { return inv_freq_; }
 

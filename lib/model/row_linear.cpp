@@ -273,33 +273,47 @@ bool row_linear_supported(const at::Tensor& weight) {
   return weight.device().is_cpu() && weight.scalar_type() == at::kFloat && weight.dim() == 2 && weight.is_contiguous();
 }
 
-void row_linear_raw(const float* X, int64_t B, const float* W, int64_t N, int64_t K, const float* bias_data, float* Y, RowKernelIsa isa) {
+void row_linear_parts_raw(const float* X, int64_t B, int64_t K, const RowLinearPart* parts, int count, RowKernelIsa isa) {
   const Kernels kernels = pick_kernels(isa);
+  int64_t total = 0;
+  for (int p = 0; p < count; ++p) total += parts[p].n;
   // Enough weight rows per slice that a slice outlasts the cost of handing it to a thread.
   const int64_t grain = std::max<int64_t>(16, 16384 / std::max<int64_t>(K, 1));
-  parallel_rows(N, grain, [&](int64_t begin, int64_t end) {
+  // Few x rows against long weight rows: the pass is bound by reading the weights, and the
+  // hardware prefetcher follows one sequential stream far better than three rows K floats
+  // apart that each end before it has ramped up. One weight row at a time measured
+  // 1.5-1.7x faster for 32000 x 512 at 1 to 8 rows and took 30M decode from 137 to
+  // 204-235 tok/s; with more x rows, or short rows (attention's head_dim), sharing the x
+  // loads between three weight rows wins. Either way each element's sum is the same.
+  const int64_t row_block = B <= kStreamRowsUpTo && K >= kStreamMinK ? 1 : kMaxRows;
+  parallel_rows(total, grain, [&](int64_t begin, int64_t end) {
     const float* ws[kMaxRows];
     const float* xs[kMaxBlock];
     float dots[kMaxRows][kMaxBlock];
-    // Few x rows against long weight rows: the pass is bound by reading the weights, and the
-    // hardware prefetcher follows one sequential stream far better than three rows K floats
-    // apart that each end before it has ramped up. One weight row at a time measured
-    // 1.5-1.7x faster for 32000 x 512 at 1 to 8 rows and took 30M decode from 137 to
-    // 204-235 tok/s; with more x rows, or short rows (attention's head_dim), sharing the x
-    // loads between three weight rows wins. Either way each element's sum is the same.
-    const int64_t row_block = B <= kStreamRowsUpTo && K >= kStreamMinK ? 1 : kMaxRows;
-    for (int64_t n0 = begin; n0 < end; n0 += row_block) {
-      const int rows = static_cast<int>(std::min<int64_t>(row_block, end - n0));
-      for (int r = 0; r < rows; ++r) ws[r] = W + (n0 + r) * K;
-      for (int64_t b0 = 0; b0 < B; b0 += kMaxBlock) {
-        const int width = static_cast<int>(std::min<int64_t>(kMaxBlock, B - b0));
-        for (int j = 0; j < width; ++j) xs[j] = X + (b0 + j) * K;
-        kernels.by_shape[rows][width](ws, xs, K, dots);
-        for (int r = 0; r < rows; ++r)
-          for (int j = 0; j < width; ++j) Y[(b0 + j) * N + n0 + r] = bias_data ? dots[r][j] + bias_data[n0 + r] : dots[r][j];
+    // The slice [begin, end) of the parts laid end to end, one part at a time.
+    int64_t first = 0;
+    for (int p = 0; p < count && first < end; first += parts[p].n, ++p) {
+      const RowLinearPart& part = parts[p];
+      const int64_t lo = std::max(begin, first) - first, hi = std::min(end, first + part.n) - first;
+      for (int64_t n0 = lo; n0 < hi; n0 += row_block) {
+        const int rows = static_cast<int>(std::min<int64_t>(row_block, hi - n0));
+        for (int r = 0; r < rows; ++r) ws[r] = part.w + (n0 + r) * K;
+        for (int64_t b0 = 0; b0 < B; b0 += kMaxBlock) {
+          const int width = static_cast<int>(std::min<int64_t>(kMaxBlock, B - b0));
+          for (int j = 0; j < width; ++j) xs[j] = X + (b0 + j) * K;
+          kernels.by_shape[rows][width](ws, xs, K, dots);
+          for (int r = 0; r < rows; ++r)
+            for (int j = 0; j < width; ++j)
+              part.y[(b0 + j) * part.n + n0 + r] = part.bias ? dots[r][j] + part.bias[n0 + r] : dots[r][j];
+        }
       }
     }
   });
+}
+
+void row_linear_raw(const float* X, int64_t B, const float* W, int64_t N, int64_t K, const float* bias_data, float* Y, RowKernelIsa isa) {
+  const RowLinearPart part{W, N, bias_data, Y};
+  row_linear_parts_raw(X, B, K, &part, 1, isa);
 }
 
 at::Tensor row_linear(const at::Tensor& x_in, const at::Tensor& weight, const at::Tensor& bias, RowKernelIsa isa) {

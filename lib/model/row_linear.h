@@ -39,6 +39,18 @@ at::Tensor row_linear(const at::Tensor& x, const at::Tensor& weight, const at::T
 // bookkeeping. y[B, N] = x[B, K] w[N, K]^T (+ bias[N], may be null).
 void row_linear_raw(const float* x, int64_t B, const float* w, int64_t N, int64_t K, const float* bias, float* y,
                     RowKernelIsa isa = RowKernelIsa::Auto);
+// Several weights applied to the same rows in one parallel section (a layer's q, k and v;
+// its gate and up): part i computes y_i[B, n_i] = x[B, K] w_i[n_i, K]^T (+ bias_i). Each
+// element is the same dot product row_linear_raw computes; one section instead of several
+// saves the threads a hand-over per weight.
+struct RowLinearPart {
+  const float* w;
+  int64_t n;
+  const float* bias;  // [n] or null
+  float* y;
+};
+void row_linear_parts_raw(const float* x, int64_t B, int64_t K, const RowLinearPart* parts, int count,
+                          RowKernelIsa isa = RowKernelIsa::Auto);
 // out[G, D] = p[G, S] m[S, D] (float32, row-major): each output row is sum_s p[g, s] * m[s, :]
 // accumulated in order of s, so again independent of G. Decode attention uses it for
 // probabilities times values.
