@@ -14,13 +14,18 @@ namespace kvscope {
 // to float once.
 void rms_norm_rows(const float* x, int64_t rows, int64_t dim, const float* weight, double eps, float* y);
 
-// gate[i] = silu(gate[i]) * up[i] for n floats; silu(g) = g / (1 + exp(-g)) in float.
+// gate[i] = silu(gate[i]) * up[i] for n floats; silu(g) = g / (1 + exp(-g)) in float, exp
+// as exp_in_place computes it.
 void silu_times(float* gate, const float* up, int64_t n);
 
-// In place over one row of n scores: exp(s - max) in float, summed in float64 in order,
+// In place over one row of n scores: exp(s - max) in float (exp_in_place), summed in float64 (methods §1.1),
 // each scaled by the float reciprocal of the sum. A row whose every score is -inf (all
 // keys masked) becomes NaN, as at::softmax gives.
 void softmax_row(float* scores, int64_t n);
+
+// v[i] = exp(v[i]) in float32, within 2 ulp (methods §1.1); the same value for an element
+// wherever it sits in v, with or without AVX2. Below -87.34 gives 0, above 88.38 infinity.
+void exp_in_place(float* v, int64_t n);
 
 // h[i] += delta[i] for n floats.
 void add_into(float* h, const float* delta, int64_t n);
