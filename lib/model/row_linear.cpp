@@ -23,9 +23,10 @@ namespace {
 
 constexpr int kLanes = 8;
 constexpr int kMaxRows = 3;   // weight rows sharing one pass over the x rows
-constexpr int kMaxBlock = 4;  // x rows sharing one pass over the weight rows
-constexpr int64_t kStreamRowsUpTo = 8;  // see row_linear: up to this many x rows ...
-constexpr int64_t kStreamMinK = 256;    // ... and rows at least this long stream one weight row at a time
+constexpr int kMaxBlock = 8;     // x rows sharing one pass over the weight rows
+constexpr int kSharedBlock = 4;  // ... when kMaxRows weight rows share it (12 accumulators fit 16 registers)
+constexpr int64_t kStreamMinK = 256;  // weight rows at least this long stream one at a time
+constexpr int64_t kChunkBytes = 128 * 1024;  // weight rows taken against every x block in turn
 
 // Every dot product w.x is 8 interleaved partial sums over k (lane j takes k = j mod 8),
 // reduced as ((0+4) + (2+6)) + ((1+5) + (3+7)), then the k % 8 tail added in order.
@@ -203,12 +204,14 @@ struct Kernels {
   DotsFn by_shape[kMaxRows + 1][kMaxBlock + 1];
 };
 
+// Shapes that run: one weight row against 1..8 x rows, two or three against 1..4.
 template <template <int, int> class Pick>
 Kernels kernel_table() {
-  return {{{nullptr, nullptr, nullptr, nullptr, nullptr},
-           {nullptr, Pick<1, 1>::fn, Pick<1, 2>::fn, Pick<1, 3>::fn, Pick<1, 4>::fn},
-           {nullptr, Pick<2, 1>::fn, Pick<2, 2>::fn, Pick<2, 3>::fn, Pick<2, 4>::fn},
-           {nullptr, Pick<3, 1>::fn, Pick<3, 2>::fn, Pick<3, 3>::fn, Pick<3, 4>::fn}}};
+  return {{{nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr},
+           {nullptr, Pick<1, 1>::fn, Pick<1, 2>::fn, Pick<1, 3>::fn, Pick<1, 4>::fn, Pick<1, 5>::fn, Pick<1, 6>::fn, Pick<1, 7>::fn,
+            Pick<1, 8>::fn},
+           {nullptr, Pick<2, 1>::fn, Pick<2, 2>::fn, Pick<2, 3>::fn, Pick<2, 4>::fn, nullptr, nullptr, nullptr, nullptr},
+           {nullptr, Pick<3, 1>::fn, Pick<3, 2>::fn, Pick<3, 3>::fn, Pick<3, 4>::fn, nullptr, nullptr, nullptr, nullptr}}};
 }
 
 template <int NR, int NB>
@@ -279,13 +282,17 @@ void row_linear_parts_raw(const float* X, int64_t B, int64_t K, const RowLinearP
   for (int p = 0; p < count; ++p) total += parts[p].n;
   // Enough weight rows per slice that a slice outlasts the cost of handing it to a thread.
   const int64_t grain = std::max<int64_t>(16, 16384 / std::max<int64_t>(K, 1));
-  // Few x rows against long weight rows: the pass is bound by reading the weights, and the
-  // hardware prefetcher follows one sequential stream far better than three rows K floats
-  // apart that each end before it has ramped up. One weight row at a time measured
-  // 1.5-1.7x faster for 32000 x 512 at 1 to 8 rows and took 30M decode from 137 to
-  // 204-235 tok/s; with more x rows, or short rows (attention's head_dim), sharing the x
-  // loads between three weight rows wins. Either way each element's sum is the same.
-  const int64_t row_block = B <= kStreamRowsUpTo && K >= kStreamMinK ? 1 : kMaxRows;
+  // Long weight rows stream one at a time, each against up to 8 x rows: reading the weights
+  // is what bounds a pass, and the hardware prefetcher follows one sequential stream far
+  // better than three rows K floats apart that each end before it has ramped up (one row at
+  // a time measured 1.5-1.7x faster for 32000 x 512 at 1 to 8 rows and took 30M decode from
+  // 137 to 204-235 tok/s). Beyond 8 x rows the weight row is read again from L1 for each
+  // further block: eight independent sums per weight load keep both FMA units busy, where
+  // three interleaved rows (4 x rows each) stalled on the weight loads (batch-16 sweeps:
+  // 60% of the time in those loads). Short rows (attention's head_dim, tiny models) share
+  // the x loads between three weight rows. Either way each element's sum is the same.
+  const int64_t row_block = K >= kStreamMinK ? 1 : kMaxRows;
+  const int64_t x_block = row_block == 1 ? kMaxBlock : kSharedBlock;
   parallel_rows(total, grain, [&](int64_t begin, int64_t end) {
     const float* ws[kMaxRows];
     const float* xs[kMaxBlock];
@@ -295,16 +302,24 @@ void row_linear_parts_raw(const float* X, int64_t B, int64_t K, const RowLinearP
     for (int p = 0; p < count && first < end; first += parts[p].n, ++p) {
       const RowLinearPart& part = parts[p];
       const int64_t lo = std::max(begin, first) - first, hi = std::min(end, first + part.n) - first;
-      for (int64_t n0 = lo; n0 < hi; n0 += row_block) {
-        const int rows = static_cast<int>(std::min<int64_t>(row_block, hi - n0));
-        for (int r = 0; r < rows; ++r) ws[r] = part.w + (n0 + r) * K;
-        for (int64_t b0 = 0; b0 < B; b0 += kMaxBlock) {
-          const int width = static_cast<int>(std::min<int64_t>(kMaxBlock, B - b0));
+      // With more x rows than one block holds, a chunk of weight rows that fits in L2 is
+      // taken against every block in turn, so the block's x rows stay in L1 and the weights
+      // still come from memory once (16 x rows of 512 against every weight row in turn had
+      // run from L2 at a third of the speed of 8).
+      const int64_t chunk = B <= x_block ? hi - lo : std::max<int64_t>(row_block, kChunkBytes / (K * 4) / row_block * row_block);
+      for (int64_t c0 = lo; c0 < hi; c0 += chunk) {
+        const int64_t c1 = std::min(hi, c0 + chunk);
+        for (int64_t b0 = 0; b0 < B; b0 += x_block) {
+          const int width = static_cast<int>(std::min<int64_t>(x_block, B - b0));
           for (int j = 0; j < width; ++j) xs[j] = X + (b0 + j) * K;
-          kernels.by_shape[rows][width](ws, xs, K, dots);
-          for (int r = 0; r < rows; ++r)
-            for (int j = 0; j < width; ++j)
-              part.y[(b0 + j) * part.n + n0 + r] = part.bias ? dots[r][j] + part.bias[n0 + r] : dots[r][j];
+          for (int64_t n0 = c0; n0 < c1; n0 += row_block) {
+            const int rows = static_cast<int>(std::min<int64_t>(row_block, c1 - n0));
+            for (int r = 0; r < rows; ++r) ws[r] = part.w + (n0 + r) * K;
+            kernels.by_shape[rows][width](ws, xs, K, dots);
+            for (int r = 0; r < rows; ++r)
+              for (int j = 0; j < width; ++j)
+                part.y[(b0 + j) * part.n + n0 + r] = part.bias ? dots[r][j] + part.bias[n0 + r] : dots[r][j];
+          }
         }
       }
     }
