@@ -78,18 +78,24 @@ INSTANTIATE_TEST_SUITE_P(Isa, RowLinear, ::testing::Values(RowKernelIsa::Auto, R
                            }
                          });
 
+// Static slices (parallel_rows) and pieces handed out in turn (parallel_pieces), with pieces
+// of at least one and of three rows.
 TEST(WorkerPool, EveryRowVisitedOnceForManySizes) {
   const int threads_before = worker_threads();
   for (int threads : {1, 2, 4}) {
     set_worker_threads(threads);
-    for (int64_t n : {1, 2, 3, 7, 100, 1001}) {
-      std::vector<int> visits(static_cast<size_t>(n), 0);
-      for (int repeat = 0; repeat < 50; ++repeat) {
-        parallel_rows(n, 1, [&](int64_t b, int64_t e) {
+    for (int how = 0; how < 3; ++how) {
+      for (int64_t n : {1, 2, 3, 7, 100, 1001}) {
+        std::vector<int> visits(static_cast<size_t>(n), 0);
+        auto count = [&](int64_t b, int64_t e) {
           for (int64_t i = b; i < e; ++i) ++visits[static_cast<size_t>(i)];
-        });
+        };
+        for (int repeat = 0; repeat < 50; ++repeat) {
+          if (how == 0) parallel_rows(n, 1, count);
+          else parallel_pieces(n, how == 1 ? 1 : 3, count);
+        }
+        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(visits[static_cast<size_t>(i)], 50) << "n=" << n << " threads=" << threads << " how=" << how;
       }
-      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(visits[static_cast<size_t>(i)], 50) << "n=" << n << " threads=" << threads;
     }
   }
   set_worker_threads(threads_before);
@@ -108,6 +114,10 @@ TEST(WorkerPool, NestedSectionsRunInlineAndErrorsReachTheCaller) {
   for (int v : visits) EXPECT_EQ(v, 1);
   EXPECT_THROW(parallel_rows(100, 1, [](int64_t b, int64_t) {
                  if (b > 0) throw std::runtime_error("in a worker");
+               }),
+               std::runtime_error);
+  EXPECT_THROW(parallel_pieces(100, 1, [](int64_t b, int64_t) {
+                 if (b > 50) throw std::runtime_error("in a piece");
                }),
                std::runtime_error);
   // The pool still works after an error.

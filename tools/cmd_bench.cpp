@@ -17,6 +17,7 @@
 #include "model_runtime.h"
 #include "core/error.h"
 #include "core/host_memory.h"
+#include "core/memory_bandwidth.h"
 #include "core/progress.h"
 #include "core/version.h"
 #include "core/worker_pool.h"
@@ -252,6 +253,15 @@ Command register_bench(CLI::App& app) {
             std::printf("prefill    %lld tokens: %.1f tok/s\n", static_cast<long long>(prefill), prefill / best_prefill);
             std::printf("decode     %lld steps at cache %lld: %.1f tok/s (%.3f ms/token)\n", static_cast<long long>(decode),
                         static_cast<long long>(context), decode / best_decode, 1e3 * best_decode / decode);
+            if (model.device().is_cpu()) {
+              // The floor for a decode step: every weight matrix read once per token.
+              int64_t weight_bytes = model.weights().lm_head.nbytes();
+              for (const LayerWeights& w : model.weights().layers)
+                for (const at::Tensor* t : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down}) weight_bytes += t->nbytes();
+              const double streamed = static_cast<double>(weight_bytes) * decode / best_decode, read = host_read_bandwidth();
+              std::printf("memory     reads %.1f GB/s (%d threads); decode streams its %.1f MB of weights at %.1f GB/s, %.0f%% of that\n",
+                          read / 1e9, worker_threads(), weight_bytes / 1e6, streamed / 1e9, 100.0 * streamed / read);
+            }
             return 0;
           }};
 }

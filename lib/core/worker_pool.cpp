@@ -30,6 +30,10 @@ inline void spin_pause() {
 // commands the worker blocks and costs nothing.
 constexpr auto kSpinBeforeSleep = std::chrono::microseconds(100);
 
+// parallel_pieces: each thread's share in about this many pieces, so a thread that runs
+// slower (its core's memory bandwidth varies on a shared machine) takes fewer.
+constexpr int64_t kPiecesPerThread = 4;
+
 // Set while a thread runs a slice: a parallel section started inside another runs inline.
 thread_local bool t_inside_section = false;
 
@@ -49,7 +53,7 @@ class WorkerPool {
   }
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
-  void run(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
+  void run(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body, bool shared) {
     const int64_t slices = std::max<int64_t>(1, std::min<int64_t>(size(), (n + grain - 1) / std::max<int64_t>(grain, 1)));
     if (slices == 1) {
       body(0, n);
@@ -58,6 +62,9 @@ class WorkerPool {
     body_ = &body;
     n_ = n;
     slices_ = slices;
+    // Shared: pieces of about a quarter of a thread's share, taken in turn from one counter.
+    chunk_ = shared ? std::max<int64_t>(std::max<int64_t>(grain, 1), n / (slices * kPiecesPerThread)) : 0;
+    next_.store(0, std::memory_order_relaxed);
     // Every worker acknowledges every section, even one with no slice for it, so no worker
     // can still be reading this section's state when the next one is set up.
     pending_.store(size() - 1);
@@ -78,7 +85,15 @@ class WorkerPool {
   }
 
  private:
-  void run_slice(int64_t slice) const {
+  void run_slice(int64_t slice) {
+    if (chunk_ > 0) {
+      t_inside_section = true;
+      struct Reset {
+        ~Reset() { t_inside_section = false; }
+      } reset;
+      for (int64_t begin; (begin = next_.fetch_add(chunk_, std::memory_order_relaxed)) < n_;) (*body_)(begin, std::min(n_, begin + chunk_));
+      return;
+    }
     const int64_t begin = n_ * slice / slices_, end = n_ * (slice + 1) / slices_;
     if (begin >= end) return;
     t_inside_section = true;
@@ -134,7 +149,8 @@ class WorkerPool {
   std::mutex error_mutex_;
   std::exception_ptr error_;
   const std::function<void(int64_t, int64_t)>* body_ = nullptr;
-  int64_t n_ = 0, slices_ = 1;
+  int64_t n_ = 0, slices_ = 1, chunk_ = 0;
+  std::atomic<int64_t> next_{0};
 };
 
 std::unique_ptr<WorkerPool>& pool() {
@@ -157,7 +173,16 @@ void parallel_rows(int64_t n, int64_t grain, const std::function<void(int64_t, i
     body(0, n);
     return;
   }
-  pool()->run(n, grain, body);
+  pool()->run(n, grain, body, /*shared=*/false);
+}
+
+void parallel_pieces(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
+  if (n <= 0) return;
+  if (t_inside_section) {
+    body(0, n);
+    return;
+  }
+  pool()->run(n, grain, body, /*shared=*/true);
 }
 
 }  // namespace kvscope

@@ -14,6 +14,11 @@ namespace kvscope {
 // is single-threaded above this); an exception from any slice is rethrown here.
 void parallel_rows(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body);
 
+// The same, for a body whose results do not depend on how [0, n) is split (each element
+// computed alone): pieces of at least `grain` are handed out in turn, so a thread that
+// finishes early takes more instead of waiting for the slowest.
+void parallel_pieces(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body);
+
 // Resizes the pool (1: everything runs on the caller). Set by configure_threads.
 void set_worker_threads(int threads);
 int worker_threads();

@@ -293,7 +293,7 @@ void row_linear_parts_raw(const float* X, int64_t B, int64_t K, const RowLinearP
   // the x loads between three weight rows. Either way each element's sum is the same.
   const int64_t row_block = K >= kStreamMinK ? 1 : kMaxRows;
   const int64_t x_block = row_block == 1 ? kMaxBlock : kSharedBlock;
-  parallel_rows(total, grain, [&](int64_t begin, int64_t end) {
+  parallel_pieces(total, grain, [&](int64_t begin, int64_t end) {
     const float* ws[kMaxRows];
     const float* xs[kMaxBlock];
     float dots[kMaxRows][kMaxBlock];
