@@ -46,11 +46,12 @@ TEST_P(RowLinear, MatchesFloat64ReferenceForEveryTailLength) {
   }
 }
 
-// K = 300 crosses the blocking switch (one weight row at a time up to 8 x rows, three beyond).
+// K = 177 shares x loads between three weight rows; K = 300 and 1400 stream one weight row at
+// a time against blocks of 8 and of 4 x rows (so each fits in L1), chunked past one block.
 TEST_P(RowLinear, EachRowIsIndependentOfTheOtherRowsAndOfThreads) {
   at::manual_seed(2);
   const int threads_before = worker_threads();
-  for (const int64_t K : {177, 300}) {
+  for (const int64_t K : {177, 300, 1400}) {
     const int64_t N = 203;
     const at::Tensor w = at::randn({N, K}), x = at::randn({70, K});
     std::vector<at::Tensor> alone;

@@ -133,7 +133,8 @@ BENCHMARK_CAPTURE(BM_CacheStep, weightedkv, std::string("weightedkv"))->Args({10
 
 // One linear layer for B rows: kvscope's batch-invariant kernel against BLAS (B mv calls, as
 // B runs decoded one at a time would make; one mm, as a batch would without invariance).
-// Shapes of the 55 M model's MLP up projection (1376 x 512) and its LM head (32000 x 512).
+// Shapes of the 55 M model's MLP up and down projections (1376 x 512, 512 x 1376) and its LM
+// head (32000 x 512).
 enum class Linear { RowKernel, MvEach, Mm };
 void BM_Linear(benchmark::State& state, Linear how) {
   configure_threads(0, 0);
@@ -150,6 +151,7 @@ void BM_Linear(benchmark::State& state, Linear how) {
 void linear_shapes(benchmark::internal::Benchmark* b) {
   for (int64_t rows : {1, 4, 8, 16, 64}) {
     b->Args({rows, 1376, 512});
+    b->Args({rows, 512, 1376});
     b->Args({rows, 32000, 512});
   }
   b->Unit(benchmark::kMicrosecond)->UseRealTime();
