@@ -177,5 +177,18 @@ TEST_F(Generate, MeaninglessSamplingSettingsAreRefusedByName) {
   }
 }
 
+// The decode line is put beside the machine's read bandwidth: the weights it counts are every
+// projection and the LM head of the model (here 2 x (64*64 + 2*32*64 + 64*64 + 3*96*64) +
+// 100*64 floats = 0.27 MB), read once per token.
+TEST(Commands, BenchPutsDecodeBesideTheMachinesReadBandwidth) {
+  const auto r = run_kvscope({"bench", "--random", "layers=2,hidden=64,mlp=96,heads=4,kv_heads=2,vocab=100,context=64", "--prefill", "8",
+                              "--context", "16", "--decode", "4", "--repeat", "1"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const size_t at = r.out.find("memory     reads ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  EXPECT_GT(std::stod(r.out.substr(at + 17)), 0.0) << r.out;
+  EXPECT_NE(r.out.find("decode streams its 0.27 MB of weights at "), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace kvscope

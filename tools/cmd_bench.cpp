@@ -259,8 +259,11 @@ Command register_bench(CLI::App& app) {
               for (const LayerWeights& w : model.weights().layers)
                 for (const at::Tensor* t : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down}) weight_bytes += t->nbytes();
               const double streamed = static_cast<double>(weight_bytes) * decode / best_decode, read = host_read_bandwidth();
-              std::printf("memory     reads %.1f GB/s (%d threads); decode streams its %.1f MB of weights at %.1f GB/s, %.0f%% of that\n",
-                          read / 1e9, worker_threads(), weight_bytes / 1e6, streamed / 1e9, 100.0 * streamed / read);
+              const int64_t cache_bytes = last_level_cache_bytes();
+              std::printf("memory     reads %.1f GB/s (%d threads); decode streams its %.2f MB of weights at %.1f GB/s, %.0f%% of that%s\n",
+                          read / 1e9, worker_threads(), weight_bytes / 1e6, streamed / 1e9, 100.0 * streamed / read,
+                          cache_bytes > 0 && weight_bytes <= cache_bytes ? concat(" (they fit in the ", cache_bytes >> 20,
+                                                                                 " MB last-level cache: memory is not the bound)").c_str() : "");
             }
             return 0;
           }};

@@ -10,4 +10,8 @@ namespace kvscope {
 // `repeats` passes.
 double host_read_bandwidth(int64_t bytes = int64_t{256} << 20, int repeats = 10);
 
+// Size of the CPU's largest cache as Linux reports it for cpu0 (sysfs), or -1 when unknown:
+// weights that fit in it are not read from memory at every token.
+int64_t last_level_cache_bytes();
+
 }  // namespace kvscope
