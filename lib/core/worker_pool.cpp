@@ -167,22 +167,23 @@ void set_worker_threads(int threads) {
 
 int worker_threads() { return pool()->size(); }
 
-void parallel_rows(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
+namespace {
+void run_section(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body, bool shared) {
   if (n <= 0) return;
   if (t_inside_section) {
     body(0, n);
     return;
   }
-  pool()->run(n, grain, body, /*shared=*/false);
+  pool()->run(n, grain, body, shared);
+}
+}  // namespace
+
+void parallel_rows(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
+  run_section(n, grain, body, /*shared=*/false);
 }
 
 void parallel_pieces(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
-  if (n <= 0) return;
-  if (t_inside_section) {
-    body(0, n);
-    return;
-  }
-  pool()->run(n, grain, body, /*shared=*/true);
+  run_section(n, grain, body, /*shared=*/true);
 }
 
 }  // namespace kvscope
