@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -47,13 +48,12 @@ int64_t last_level_cache_bytes() {
     int level = 0;
     std::string size;
     if (!(level_file >> level) || !(size_file >> size) || size.empty()) continue;
-    int64_t value = 0;
-    size_t i = 0;
-    for (; i < size.size() && size[i] >= '0' && size[i] <= '9' && value < (int64_t{1} << 40); ++i) value = value * 10 + (size[i] - '0');
-    const char unit = i < size.size() ? size[i] : ' ';
-    if (unit == 'K') value <<= 10;
-    else if (unit == 'M') value <<= 20;
-    if (level > best_level && value > 0) {
+    char* unit = nullptr;
+    int64_t value = std::strtoll(size.c_str(), &unit, 10);  // "32768K", "1024K", "8M"
+    if (value <= 0 || value > (int64_t{1} << 30)) continue;
+    if (*unit == 'K') value <<= 10;
+    else if (*unit == 'M') value <<= 20;
+    if (level > best_level) {
       best_level = level;
       bytes = value;
     }

@@ -86,21 +86,17 @@ class WorkerPool {
 
  private:
   void run_slice(int64_t slice) {
-    if (chunk_ > 0) {
-      t_inside_section = true;
-      struct Reset {
-        ~Reset() { t_inside_section = false; }
-      } reset;
-      for (int64_t begin; (begin = next_.fetch_add(chunk_, std::memory_order_relaxed)) < n_;) (*body_)(begin, std::min(n_, begin + chunk_));
-      return;
-    }
     const int64_t begin = n_ * slice / slices_, end = n_ * (slice + 1) / slices_;
-    if (begin >= end) return;
+    if (chunk_ == 0 && begin >= end) return;
     t_inside_section = true;
     struct Reset {
       ~Reset() { t_inside_section = false; }
     } reset;
-    (*body_)(begin, end);
+    if (chunk_ == 0) {
+      (*body_)(begin, end);
+      return;
+    }
+    for (int64_t piece; (piece = next_.fetch_add(chunk_, std::memory_order_relaxed)) < n_;) (*body_)(piece, std::min(n_, piece + chunk_));
   }
 
   // An exception in any slice (a kvscope error deep in a forward pass) reaches the caller

@@ -48,7 +48,10 @@ struct RunAttention {
 
 bool LlamaModel::decodes_on_host_rows() const {
   if (!device_.is_cpu() || dtype_ != at::kFloat) return false;
-  auto usable = [](const at::Tensor& t) { return !t.defined() || row_linear_supported(t) || (t.dim() == 1 && t.is_contiguous() && t.scalar_type() == at::kFloat); };
+  // Norm weights and biases (absent where the model has none) are read as float rows too.
+  auto usable = [](const at::Tensor& t) {
+    return !t.defined() || (t.device().is_cpu() && t.dim() == 1 && t.is_contiguous() && t.scalar_type() == at::kFloat);
+  };
   if (!row_linear_supported(weights_.embed) || !row_linear_supported(weights_.lm_head) || !usable(weights_.final_norm)) return false;
   for (const LayerWeights& w : weights_.layers) {
     for (const at::Tensor* t : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down})
