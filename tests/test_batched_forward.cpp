@@ -47,7 +47,8 @@ TEST_P(RowLinear, MatchesFloat64ReferenceForEveryTailLength) {
 }
 
 // K = 177 shares x loads between three weight rows; K = 300 and 1400 stream one weight row at
-// a time against blocks of 8 and of 4 x rows (so each fits in L1), chunked past one block.
+// a time against blocks of 8 and of 4 x rows (so each fits in L1), chunked past one block,
+// where 32 registers take 3 weight rows against 8 x rows or 6 against 4.
 TEST_P(RowLinear, EachRowIsIndependentOfTheOtherRowsAndOfThreads) {
   at::manual_seed(2);
   const int threads_before = worker_threads();
@@ -69,11 +70,30 @@ TEST_P(RowLinear, EachRowIsIndependentOfTheOtherRowsAndOfThreads) {
   set_worker_threads(threads_before);
 }
 
-INSTANTIATE_TEST_SUITE_P(Isa, RowLinear, ::testing::Values(RowKernelIsa::Auto, RowKernelIsa::Avx512, RowKernelIsa::Avx2, RowKernelIsa::Generic),
+// The 32-register tiles change only how many dot products share a load: every element, with
+// and without a bias, in every tile shape and remainder, equals the 16-register AVX2 kernel's.
+TEST(RowLinearTiles, WideRegistersGiveAvx2sBits) {
+  if (!row_kernels_available(RowKernelIsa::Avx2Wide)) GTEST_SKIP() << "no AVX-512VL (" << row_linear_isa_names() << ")";
+  at::manual_seed(3);
+  for (const int64_t K : {8, 177, 300, 513, 1400}) {
+    for (const int64_t N : {1, 5, 203}) {
+      const at::Tensor w = at::randn({N, K}), x = at::randn({37, K}), bias = at::randn({N});
+      for (const int64_t B : {1, 7, 9, 16, 20, 37}) {
+        const at::Tensor xb = x.narrow(0, 0, B);
+        EXPECT_TRUE(bitwise_equal(row_linear(xb, w, bias, RowKernelIsa::Avx2Wide), row_linear(xb, w, bias, RowKernelIsa::Avx2)))
+            << "K " << K << ", N " << N << ", B " << B;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Isa, RowLinear, ::testing::Values(RowKernelIsa::Auto, RowKernelIsa::Avx512, RowKernelIsa::Avx2Wide, RowKernelIsa::Avx2,
+                                                           RowKernelIsa::Generic),
                          [](const auto& info) {
                            switch (info.param) {
                              case RowKernelIsa::Auto: return std::string("Auto");
                              case RowKernelIsa::Avx512: return std::string("Avx512");
+                             case RowKernelIsa::Avx2Wide: return std::string("Avx2Wide");
                              case RowKernelIsa::Avx2: return std::string("Avx2");
                              default: return std::string("Generic");
                            }

@@ -22,9 +22,11 @@ namespace kvscope {
 namespace {
 
 constexpr int kLanes = 8;
-constexpr int kMaxRows = 3;   // weight rows sharing one pass over the x rows
+constexpr int kMaxRows = 6;      // weight rows sharing one pass over the x rows
 constexpr int kMaxBlock = 8;     // x rows sharing one pass over the weight rows
-constexpr int kSharedBlock = 4;  // ... when kMaxRows weight rows share it (12 accumulators fit 16 registers)
+constexpr int kShortRows = 3;    // short weight rows share x loads three at a time...
+constexpr int kSharedBlock = 4;  // ... over 4 x rows (12 accumulators fit 16 registers)
+constexpr int kMaxTile = 24;     // accumulators of the widest tile, with 32 vector registers
 constexpr int64_t kStreamMinK = 256;  // weight rows at least this long stream one at a time
 constexpr int64_t kChunkBytes = 128 * 1024;  // weight rows taken against every x block in turn
 constexpr int64_t kBlockBytes = 24 * 1024;   // x rows of one block, kept in a 32 KB L1 with a weight row
@@ -34,9 +36,20 @@ constexpr int64_t kBlockBytes = 24 * 1024;   // x rows of one block, kept in a 3
 // Blocking NR weight rows by NB x rows only shares loads: each (row, x) pair sees the same
 // operations in the same order whatever NR and NB are.
 
+// Cache lines of the next chunk of weights to fetch into L2 while a tile runs. A hint only:
+// which lines arrive early changes no result.
+struct L2Prefetch {
+  const char* next = nullptr;
+  const char* end = nullptr;
+  void all() const {
+    for (const char* line = next; line < end; line += 64) __builtin_prefetch(line, 0, 2);
+  }
+};
+
 // Generic: the same lanes and reduction tree as the AVX2 path, in scalar code.
 template <int NR, int NB>
-void dots_generic(const float* const* w, const float* const* x, int64_t K, float (*out)[kMaxBlock]) {
+void dots_generic(const float* const* w, const float* const* x, int64_t K, float (*out)[kMaxBlock], L2Prefetch prefetch) {
+  prefetch.all();
   float acc[NR][NB][kLanes] = {};
   int64_t k = 0;
   for (; k + kLanes <= K; k += kLanes) {
@@ -65,7 +78,8 @@ void dots_generic(const float* const* w, const float* const* x, int64_t K, float
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 template <int NR, int NB>
 __attribute__((target("avx512f,avx2,fma"))) void dots_avx512(const float* const* w, const float* const* x, int64_t K,
-                                                              float (*out)[kMaxBlock]) {
+                                                              float (*out)[kMaxBlock], L2Prefetch prefetch) {
+  prefetch.all();
   constexpr int kWide = 16;
   __m512 acc[NR][NB];
   for (int r = 0; r < NR; ++r)
@@ -94,20 +108,44 @@ __attribute__((target("avx512f,avx2,fma"))) void dots_avx512(const float* const*
 }
 #pragma GCC diagnostic pop
 
+// The body of the AVX2 kernel, for two register files: the 16 of AVX2 and the 32 that
+// AVX-512VL gives the same 256-bit instructions. Each (row, x) pair is one 8-lane chain of
+// fused multiply-adds in order of k either way, so both give the same bits; the larger file
+// only lets more pairs share each load (dots_avx2_wide). The next chunk's lines are fetched
+// a few per step of k rather than all at once: a burst of a 3-row tile's 96 misses stalled on
+// the core's miss buffers (5% of batch-16 sweep time on the prefetch instruction).
+#define KVSCOPE_DOTS_AVX2_BODY                                                               \
+  __m256 acc[NR][NB];                                                                        \
+  for (int r = 0; r < NR; ++r)                                                               \
+    for (int b = 0; b < NB; ++b) acc[r][b] = _mm256_setzero_ps();                            \
+  const int64_t lines_per_step = (prefetch.end - prefetch.next + 64 * (K / kLanes) - 1) / std::max<int64_t>(64 * (K / kLanes), 1); \
+  int64_t k = 0;                                                                             \
+  for (; k + kLanes <= K; k += kLanes) {                                                     \
+    for (int64_t i = 0; i < lines_per_step && prefetch.next < prefetch.end; ++i, prefetch.next += 64) \
+      __builtin_prefetch(prefetch.next, 0, 2);                                               \
+    if constexpr (NR > NB) { /* tall tiles hold the x vectors and stream the weight rows */  \
+      __m256 xv[NB];                                                                         \
+      for (int b = 0; b < NB; ++b) xv[b] = _mm256_loadu_ps(x[b] + k);                        \
+      for (int r = 0; r < NR; ++r) {                                                         \
+        const __m256 wv = _mm256_loadu_ps(w[r] + k);                                         \
+        for (int b = 0; b < NB; ++b) acc[r][b] = _mm256_fmadd_ps(wv, xv[b], acc[r][b]);      \
+      }                                                                                      \
+    } else {                                                                                 \
+      __m256 wv[NR];                                                                         \
+      for (int r = 0; r < NR; ++r) wv[r] = _mm256_loadu_ps(w[r] + k);                        \
+      for (int b = 0; b < NB; ++b) {                                                         \
+        const __m256 xv = _mm256_loadu_ps(x[b] + k);                                         \
+        for (int r = 0; r < NR; ++r) acc[r][b] = _mm256_fmadd_ps(wv[r], xv, acc[r][b]);     \
+      }                                                                                      \
+    }                                                                                        \
+  }                                                                                          \
+  prefetch.all();                                                                            \
+  reduce_avx2_tile<NR, NB>(acc, w, x, k, K, out);
+
 template <int NR, int NB>
-__attribute__((target("avx2,fma"))) void dots_avx2(const float* const* w, const float* const* x, int64_t K, float (*out)[kMaxBlock]) {
-  __m256 acc[NR][NB];
-  for (int r = 0; r < NR; ++r)
-    for (int b = 0; b < NB; ++b) acc[r][b] = _mm256_setzero_ps();
-  int64_t k = 0;
-  for (; k + kLanes <= K; k += kLanes) {
-    __m256 wv[NR];
-    for (int r = 0; r < NR; ++r) wv[r] = _mm256_loadu_ps(w[r] + k);
-    for (int b = 0; b < NB; ++b) {
-      const __m256 xv = _mm256_loadu_ps(x[b] + k);
-      for (int r = 0; r < NR; ++r) acc[r][b] = _mm256_fmadd_ps(wv[r], xv, acc[r][b]);
-    }
-  }
+__attribute__((target("avx2,fma"), always_inline)) inline void reduce_avx2_tile(__m256 (&acc)[NR][NB], const float* const* w,
+                                                                                const float* const* x, int64_t k, int64_t K,
+                                                                                float (*out)[kMaxBlock]) {
   for (int r = 0; r < NR; ++r) {
     for (int b = 0; b < NB; ++b) {
       __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc[r][b]), _mm256_extractf128_ps(acc[r][b], 1));  // j + (j+4)
@@ -120,15 +158,32 @@ __attribute__((target("avx2,fma"))) void dots_avx2(const float* const* w, const 
   }
 }
 
+template <int NR, int NB>
+__attribute__((target("avx2,fma"))) void dots_avx2(const float* const* w, const float* const* x, int64_t K, float (*out)[kMaxBlock],
+                                                    L2Prefetch prefetch) {
+  KVSCOPE_DOTS_AVX2_BODY
+}
+
+template <int NR, int NB>
+__attribute__((target("avx512f,avx512vl,avx2,fma"))) void dots_avx2_wide(const float* const* w, const float* const* x, int64_t K,
+                                                                      float (*out)[kMaxBlock], L2Prefetch prefetch) {
+  KVSCOPE_DOTS_AVX2_BODY
+}
+#undef KVSCOPE_DOTS_AVX2_BODY
+
 #endif
 
-enum class Resolved { Generic, Avx2, Avx512 };
+// Avx2Wide: AVX2's instructions and numbers with AVX-512VL's 32 registers (see
+// KVSCOPE_DOTS_AVX2_BODY).
+enum class Resolved { Generic, Avx2, Avx2Wide, Avx512 };
 
 bool cpu_has(Resolved isa) {
 #if KVSCOPE_HAVE_AVX2_KERNEL
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   static const bool avx512 = avx2 && __builtin_cpu_supports("avx512f");
-  return isa == Resolved::Generic || (isa == Resolved::Avx2 && avx2) || (isa == Resolved::Avx512 && avx512);
+  static const bool avx512vl = avx512 && __builtin_cpu_supports("avx512vl");
+  return isa == Resolved::Generic || (isa == Resolved::Avx2 && avx2) || (isa == Resolved::Avx2Wide && avx512vl) ||
+         (isa == Resolved::Avx512 && avx512);
 #else
   return isa == Resolved::Generic;
 #endif
@@ -139,13 +194,15 @@ Resolved available_or_fail(Resolved isa, const char* name) {
   return isa;
 }
 
-// Auto: AVX2 with FMA where the CPU has it, unless KVSCOPE_ROW_KERNELS names another. AVX-512
-// is not the default: on the 2-core AVX-512 machine this project is measured on it was no
+// Auto: AVX2 with FMA where the CPU has it (with AVX-512VL's 32 registers where it has those
+// too: the same numbers, larger tiles), unless KVSCOPE_ROW_KERNELS names another. AVX-512
+// (16 lanes, other numbers) is not the default: on the 2-core AVX-512 machine this project is measured on it was no
 // faster for one row (memory-bound: 2.70-2.98 ms against 2.83-2.88 ms for a 32000 x 512
 // layer) and slower for 64 (19.6 against 17.1 ms), so it is an explicit choice.
 Resolved resolve(RowKernelIsa isa) {
   switch (isa) {
     case RowKernelIsa::Generic: return Resolved::Generic;
+    case RowKernelIsa::Avx2Wide: return available_or_fail(Resolved::Avx2Wide, "avx2-wide");
     case RowKernelIsa::Avx2: return available_or_fail(Resolved::Avx2, "avx2");
     case RowKernelIsa::Avx512: return available_or_fail(Resolved::Avx512, "avx512");
     case RowKernelIsa::Auto: break;
@@ -154,10 +211,11 @@ Resolved resolve(RowKernelIsa isa) {
     const char* env = std::getenv("KVSCOPE_ROW_KERNELS");
     const std::string wanted = env ? env : "";
     if (wanted == "generic") return Resolved::Generic;
+    if (wanted == "avx2-wide") return available_or_fail(Resolved::Avx2Wide, "KVSCOPE_ROW_KERNELS=avx2-wide");
     if (wanted == "avx2") return available_or_fail(Resolved::Avx2, "KVSCOPE_ROW_KERNELS=avx2");
     if (wanted == "avx512") return available_or_fail(Resolved::Avx512, "KVSCOPE_ROW_KERNELS=avx512");
-    if (!wanted.empty()) fail("KVSCOPE_ROW_KERNELS='", wanted, "': expected avx512, avx2 or generic (or unset for the default)");
-    return cpu_has(Resolved::Avx2) ? Resolved::Avx2 : Resolved::Generic;
+    if (!wanted.empty()) fail("KVSCOPE_ROW_KERNELS='", wanted, "': expected avx512, avx2-wide, avx2 or generic (or unset for the default)");
+    return cpu_has(Resolved::Avx2Wide) ? Resolved::Avx2Wide : cpu_has(Resolved::Avx2) ? Resolved::Avx2 : Resolved::Generic;
   }();
   return automatic;
 }
@@ -199,20 +257,45 @@ __attribute__((target("avx2,fma"))) void weighted_sum_avx2(const float* p, const
 }
 #endif
 
-using DotsFn = void (*)(const float* const*, const float* const*, int64_t, float (*)[kMaxBlock]);
+using DotsFn = void (*)(const float* const*, const float* const*, int64_t, float (*)[kMaxBlock], L2Prefetch);
 
 struct Kernels {
   DotsFn by_shape[kMaxRows + 1][kMaxBlock + 1];
+  // Weight rows per tile when a chunk of weights meets a block of `width` x rows from L2: as
+  // many as keep the tile's accumulators, its x or weight vectors and one operand in the
+  // register file (3 x 8 or 6 x 4 with 32 registers; 16 hold only one weight row's eight).
+  bool wide_registers;
+  int chunk_tile_rows(int width) const { return wide_registers ? std::min(kMaxRows, kMaxTile / width) : 1; }
 };
 
-// Shapes that run: one weight row against 1..8 x rows, two or three against 1..4.
+// Shapes that run: up to 3 weight rows against 1..8 x rows, 4..6 against 1..4.
+template <template <int, int> class Pick, int NR>
+void fill_row(Kernels& table) {
+  table.by_shape[NR][1] = Pick<NR, 1>::fn;
+  table.by_shape[NR][2] = Pick<NR, 2>::fn;
+  table.by_shape[NR][3] = Pick<NR, 3>::fn;
+  table.by_shape[NR][4] = Pick<NR, 4>::fn;
+  if constexpr (NR <= 3) {
+    table.by_shape[NR][5] = Pick<NR, 5>::fn;
+    table.by_shape[NR][6] = Pick<NR, 6>::fn;
+    table.by_shape[NR][7] = Pick<NR, 7>::fn;
+    table.by_shape[NR][8] = Pick<NR, 8>::fn;
+  }
+}
+
 template <template <int, int> class Pick>
-Kernels kernel_table() {
-  return {{{nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr},
-           {nullptr, Pick<1, 1>::fn, Pick<1, 2>::fn, Pick<1, 3>::fn, Pick<1, 4>::fn, Pick<1, 5>::fn, Pick<1, 6>::fn, Pick<1, 7>::fn,
-            Pick<1, 8>::fn},
-           {nullptr, Pick<2, 1>::fn, Pick<2, 2>::fn, Pick<2, 3>::fn, Pick<2, 4>::fn, nullptr, nullptr, nullptr, nullptr},
-           {nullptr, Pick<3, 1>::fn, Pick<3, 2>::fn, Pick<3, 3>::fn, Pick<3, 4>::fn, nullptr, nullptr, nullptr, nullptr}}};
+Kernels kernel_table(bool wide_registers) {
+  Kernels table{};
+  fill_row<Pick, 1>(table);
+  fill_row<Pick, 2>(table);
+  fill_row<Pick, 3>(table);
+  if (wide_registers) {
+    fill_row<Pick, 4>(table);
+    fill_row<Pick, 5>(table);
+    fill_row<Pick, 6>(table);
+  }
+  table.wide_registers = wide_registers;
+  return table;
 }
 
 template <int NR, int NB>
@@ -225,6 +308,10 @@ struct PickAvx2 {
   static constexpr DotsFn fn = dots_avx2<NR, NB>;
 };
 template <int NR, int NB>
+struct PickAvx2Wide {
+  static constexpr DotsFn fn = dots_avx2_wide<NR, NB>;
+};
+template <int NR, int NB>
 struct PickAvx512 {
   static constexpr DotsFn fn = dots_avx512<NR, NB>;
 };
@@ -233,10 +320,11 @@ struct PickAvx512 {
 Kernels pick_kernels(RowKernelIsa isa) {
   switch (resolve(isa)) {
 #if KVSCOPE_HAVE_AVX2_KERNEL
-    case Resolved::Avx512: return kernel_table<PickAvx512>();
-    case Resolved::Avx2: return kernel_table<PickAvx2>();
+    case Resolved::Avx512: return kernel_table<PickAvx512>(true);
+    case Resolved::Avx2Wide: return kernel_table<PickAvx2Wide>(true);
+    case Resolved::Avx2: return kernel_table<PickAvx2>(false);
 #endif
-    default: return kernel_table<PickGeneric>();
+    default: return kernel_table<PickGeneric>(false);
   }
 }
 
@@ -245,7 +333,7 @@ Kernels pick_kernels(RowKernelIsa isa) {
 void weighted_row_sum_raw(const float* p, int64_t G, int64_t S, const float* m, int64_t D, float* out, RowKernelIsa isa) {
   auto fn = weighted_sum_generic;
 #if KVSCOPE_HAVE_AVX2_KERNEL
-  // The AVX-512 path shares the AVX2 kernel: one fused multiply-add per column in order of s
+  // The AVX-512 paths share the AVX2 kernel: one fused multiply-add per column in order of s
   // gives the same numbers at either width, and the value rows are too short to gain.
   if (resolve(isa) != Resolved::Generic) fn = weighted_sum_avx2;
 #else
@@ -257,6 +345,7 @@ void weighted_row_sum_raw(const float* p, int64_t G, int64_t S, const float* m, 
 const char* row_linear_isa() {
   switch (resolve(RowKernelIsa::Auto)) {
     case Resolved::Avx512: return "avx512";
+    case Resolved::Avx2Wide: return "avx2-fma, 32 registers";
     case Resolved::Avx2: return "avx2-fma";
     default: return "generic";
   }
@@ -265,12 +354,18 @@ const char* row_linear_isa() {
 std::string row_linear_isa_names() {
   std::string names = "this CPU has";
   if (cpu_has(Resolved::Avx512)) names += " avx512,";
+  if (cpu_has(Resolved::Avx2Wide)) names += " avx2-wide,";
   if (cpu_has(Resolved::Avx2)) names += " avx2,";
   return names + " generic";
 }
 
 bool row_kernels_available(RowKernelIsa isa) {
-  return (isa != RowKernelIsa::Avx2 || cpu_has(Resolved::Avx2)) && (isa != RowKernelIsa::Avx512 || cpu_has(Resolved::Avx512));
+  switch (isa) {
+    case RowKernelIsa::Avx2: return cpu_has(Resolved::Avx2);
+    case RowKernelIsa::Avx2Wide: return cpu_has(Resolved::Avx2Wide);
+    case RowKernelIsa::Avx512: return cpu_has(Resolved::Avx512);
+    default: return true;
+  }
 }
 
 bool row_linear_supported(const at::Tensor& weight) {
@@ -287,16 +382,22 @@ void row_linear_parts_raw(const float* X, int64_t B, int64_t K, const RowLinearP
   // is what bounds a pass, and the hardware prefetcher follows one sequential stream far
   // better than three rows K floats apart that each end before it has ramped up (one row at
   // a time measured 1.5-1.7x faster for 32000 x 512 at 1 to 8 rows and took 30M decode from
-  // 137 to 204-235 tok/s). Beyond 8 x rows the weight row is read again from L1 for each
-  // further block: eight independent sums per weight load keep both FMA units busy, where
-  // three interleaved rows (4 x rows each) stalled on the weight loads (batch-16 sweeps:
-  // 60% of the time in those loads). Short rows (attention's head_dim, tiny models) share
-  // the x loads between three weight rows. Either way each element's sum is the same.
-  const int64_t row_block = K >= kStreamMinK ? 1 : kMaxRows;
-  // A block's x rows stay in L1 beside the weight row: 8 rows of 512 floats do, 8 rows of
+  // 137 to 204-235 tok/s). Short rows (attention's head_dim, tiny models) share the x loads
+  // between three weight rows. Either way each element's sum is the same.
+  const bool streams = K >= kStreamMinK;
+  // A block's x rows stay in L1 beside the weight rows: 8 rows of 512 floats do, 8 rows of
   // 1376 (an MLP's down projection) did not and ran from L2 at 60% of the speed (16 x 512 x
   // 1376: 241 us against 147 for the same work as 1376 x 512).
-  const int64_t x_block = row_block == 1 ? std::clamp<int64_t>(kBlockBytes / (K * 4), 2, kMaxBlock) : kSharedBlock;
+  const int64_t x_block = streams ? std::clamp<int64_t>(kBlockBytes / (K * 4), 2, kMaxBlock) : kSharedBlock;
+  // With more x rows than one block holds, a chunk of weight rows that fits in L2 is taken
+  // against every block in turn, so the block's x rows stay in L1 and the weights still come
+  // from memory once (16 x rows of 512 against every weight row in turn had run from L2 at a
+  // third of the speed of 8). While the first block runs, the next chunk is prefetched into
+  // L2, so the weights' trip from memory overlaps arithmetic instead of stalling it. From L2,
+  // several weight rows can share each x load: with 32 registers, 3 x 8 or 6 x 4 tiles. Both
+  // measured in README "Performance" (batch-16 sweeps).
+  const bool chunked = B > x_block;
+  const int tile_rows = !streams ? kShortRows : chunked ? kernels.chunk_tile_rows(static_cast<int>(x_block)) : 1;
   parallel_pieces(total, grain, [&](int64_t begin, int64_t end) {
     const float* ws[kMaxRows];
     const float* xs[kMaxBlock];
@@ -306,20 +407,21 @@ void row_linear_parts_raw(const float* X, int64_t B, int64_t K, const RowLinearP
     for (int p = 0; p < count && first < end; first += parts[p].n, ++p) {
       const RowLinearPart& part = parts[p];
       const int64_t lo = std::max(begin, first) - first, hi = std::min(end, first + part.n) - first;
-      // With more x rows than one block holds, a chunk of weight rows that fits in L2 is
-      // taken against every block in turn, so the block's x rows stay in L1 and the weights
-      // still come from memory once (16 x rows of 512 against every weight row in turn had
-      // run from L2 at a third of the speed of 8).
-      const int64_t chunk = B <= x_block ? hi - lo : std::max<int64_t>(row_block, kChunkBytes / (K * 4) / row_block * row_block);
+      const int64_t chunk = chunked ? std::max<int64_t>(tile_rows, kChunkBytes / (K * 4) / tile_rows * tile_rows) : hi - lo;
       for (int64_t c0 = lo; c0 < hi; c0 += chunk) {
         const int64_t c1 = std::min(hi, c0 + chunk);
         for (int64_t b0 = 0; b0 < B; b0 += x_block) {
           const int width = static_cast<int>(std::min<int64_t>(x_block, B - b0));
           for (int j = 0; j < width; ++j) xs[j] = X + (b0 + j) * K;
-          for (int64_t n0 = c0; n0 < c1; n0 += row_block) {
-            const int rows = static_cast<int>(std::min<int64_t>(row_block, c1 - n0));
+          for (int64_t n0 = c0; n0 < c1; n0 += tile_rows) {
+            const int rows = static_cast<int>(std::min<int64_t>(tile_rows, c1 - n0));
+            L2Prefetch next_chunk;
+            if (chunked && b0 == 0) {
+              next_chunk.next = reinterpret_cast<const char*>(part.w + std::min(hi, n0 + chunk) * K);
+              next_chunk.end = reinterpret_cast<const char*>(part.w + std::min(hi, n0 + chunk + rows) * K);
+            }
             for (int r = 0; r < rows; ++r) ws[r] = part.w + (n0 + r) * K;
-            kernels.by_shape[rows][width](ws, xs, K, dots);
+            kernels.by_shape[rows][width](ws, xs, K, dots, next_chunk);
             for (int r = 0; r < rows; ++r)
               for (int j = 0; j < width; ++j)
                 part.y[(b0 + j) * part.n + n0 + r] = part.bias ? dots[r][j] + part.bias[n0 + r] : dots[r][j];

@@ -15,10 +15,12 @@
 namespace kvscope {
 
 // Auto: AVX2 with FMA where the CPU has it, else generic, or the one the environment
-// variable KVSCOPE_ROW_KERNELS names (avx512, avx2, generic; AVX-512 was measured no faster,
-// see row_linear.cpp). Each gives batch- and thread-invariant rows; results differ between
-// them by float32 rounding.
-enum class RowKernelIsa { Auto, Avx512, Avx2, Generic };
+// variable KVSCOPE_ROW_KERNELS names (avx512, avx2-wide, avx2, generic; AVX-512 was measured
+// no faster, see row_linear.cpp). Avx2Wide runs AVX2's instructions with AVX-512VL's 32
+// registers, so larger tiles share each load; it gives Avx2's bits and is Auto's choice where
+// the CPU has AVX-512VL. Each gives batch- and thread-invariant rows; the others differ
+// between them by float32 rounding.
+enum class RowKernelIsa { Auto, Avx512, Avx2Wide, Avx2, Generic };
 
 // Whether `isa` can run on this CPU (Auto and Generic always can).
 bool row_kernels_available(RowKernelIsa isa);
@@ -57,7 +59,8 @@ void row_linear_parts_raw(const float* x, int64_t B, int64_t K, const RowLinearP
 void weighted_row_sum_raw(const float* p, int64_t G, int64_t S, const float* m, int64_t D, float* out,
                           RowKernelIsa isa = RowKernelIsa::Auto);
 
-// The instruction set Auto resolves to on this machine ("avx512", "avx2-fma" or "generic").
+// The instruction set Auto resolves to on this machine ("avx512", "avx2-fma, 32 registers",
+// "avx2-fma" or "generic").
 const char* row_linear_isa();
 
 }  // namespace kvscope
