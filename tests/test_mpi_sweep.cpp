@@ -8,13 +8,17 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
+#include <vector>
 
 #include "core/cores.h"
 #include "dist/cluster.h"
 #include "eval/perturb_wire.h"
 #include "eval/ppl_results.h"
+#include "eval/resume_journal.h"
 #include "eval/run_output_wire.h"
 #include "model/random_model.h"
 #include "support/cli.h"
@@ -97,6 +101,26 @@ testing::CliResult mpirun(int ranks, const std::vector<std::string>& kvscope_arg
   return testing::run_program(KVSCOPE_TEST_MPIRUN, mpirun_args(ranks, kvscope_args));
 }
 
+// The processes whose parent is `parent` (mpirun's ranks), from /proc.
+std::vector<pid_t> child_processes(pid_t parent) {
+  std::vector<pid_t> children;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    // pid (comm) state ppid ...; comm may hold spaces and parentheses, so parse after the last ')'.
+    const size_t close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 1));
+    char state = 0;
+    long ppid = 0;
+    if (rest >> state >> ppid && ppid == parent) children.push_back(static_cast<pid_t>(std::stol(name)));
+  }
+  return children;
+}
+
 std::map<std::string, PplRun> by_key(const std::string& path) {
   std::map<std::string, PplRun> out;
   for (auto& r : read_ppl_results(path)) out[r.key] = std::move(r);
@@ -175,16 +199,19 @@ TEST_F(MpiSweep, StoppedMidwayResumesUnderAnotherRankCount) {
   const auto single = run_kvscope({"ppl", p("m"), "--ids", p("long.txt"), "-o", p("resume-single.h5"), "--budget", "16,32,64",
                                    "--no-prefill", "--batch", "1"});
   ASSERT_EQ(single.code, 0) << single.err;
-  const std::string resume = p("resumed.h5.resume.h5");
+  const ResumeJournal resume(p("resumed.h5"));
   const pid_t pid = testing::spawn_program(KVSCOPE_TEST_MPIRUN, mpirun_args(2, args), p("stopped.stderr"));
-  // Stopped once the first finished run is on disk: the resume file appears atomically.
-  ASSERT_TRUE(testing::wait_for_size(resume, 1));
+  // Stopped once the first finished run is on disk: each run's file appears atomically.
+  ASSERT_TRUE(testing::wait_until([&] { return resume.has_runs(); }));
+  // SIGTERM to every process of the job at once, as a batch scheduler's cancel sends it:
+  // mpirun alone took about a second to pass it on, long enough for this small sweep to end.
+  for (const pid_t rank : child_processes(pid)) kill(rank, SIGTERM);
   kill(pid, SIGTERM);
   int status = 0;
   waitpid(pid, &status, 0);
   ASSERT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the sweep finished before it could be stopped";
   EXPECT_FALSE(std::filesystem::exists(p("resumed.h5")));
-  const size_t kept = read_ppl_results(resume).size();
+  const size_t kept = resume.runs().size();
   EXPECT_GE(kept, 1u);
   EXPECT_LT(kept, by_key(p("resume-single.h5")).size());
 
@@ -194,7 +221,7 @@ TEST_F(MpiSweep, StoppedMidwayResumesUnderAnotherRankCount) {
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.err.find("resuming: " + std::to_string(kept) + " of"), std::string::npos) << r.err;
   expect_same_runs(p("resume-single.h5"), p("resumed.h5"));
-  EXPECT_FALSE(std::filesystem::exists(resume));
+  EXPECT_FALSE(std::filesystem::exists(resume.directory()));
 }
 
 // mpirun's MPMD form gives each rank its own command line: here one rank's document is

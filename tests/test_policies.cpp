@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "eval/ppl.h"
 #include "eval/ppl_results.h"
+#include "eval/resume_journal.h"
 #include "eval/score.h"
 #include "model/llama.h"
 #include "model/observer.h"
@@ -537,7 +538,8 @@ TEST(PplResume, ContinuesFromFinishedRuns) {
 
   const std::string out = (dir / "r.h5").string();
   const pid_t pid = testing::spawn_kvscope(with_out(out));
-  for (int i = 0; i < 20000 && !std::filesystem::exists(out + ".resume.h5"); ++i) usleep(500);
+  const ResumeJournal journal(out);
+  ASSERT_TRUE(testing::wait_until([&] { return journal.has_runs(); }));
   kill(pid, SIGINT);
   int status = 0;
   waitpid(pid, &status, 0);
@@ -553,7 +555,7 @@ TEST(PplResume, ContinuesFromFinishedRuns) {
   ASSERT_EQ(resumed.code, 0) << resumed.err;
   EXPECT_NE(resumed.err.find("resuming: "), std::string::npos) << resumed.err;
   EXPECT_EQ(resumed.err.find("resuming: 0 of"), std::string::npos) << resumed.err;
-  EXPECT_FALSE(std::filesystem::exists(out + ".resume.h5"));
+  EXPECT_FALSE(std::filesystem::exists(journal.directory()));
   const auto a = read_ppl_results((dir / "ref.h5").string()), b = read_ppl_results(out);
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) {
@@ -561,8 +563,9 @@ TEST(PplResume, ContinuesFromFinishedRuns) {
     EXPECT_EQ(a[i].budget_label, b[i].budget_label);
     EXPECT_EQ(a[i].nll, b[i].nll) << a[i].policy;
   }
-  // Resuming with other settings is refused, naming the difference.
-  std::filesystem::copy_file(out, (dir / "x.h5.resume.h5").string());
+  // Resuming with other settings is refused, naming the difference (here from the single
+  // resume file earlier versions kept, which is still read).
+  std::filesystem::copy_file(out, ResumeJournal((dir / "x.h5").string()).single_file());
   auto mismatch = testing::run_kvscope(with_out((dir / "x.h5").string(), {"--resume", "--sinks", "2"}));
   EXPECT_EQ(mismatch.code, 1);
   EXPECT_NE(mismatch.err.find("sinks 4, this sweep has 2"), std::string::npos) << mismatch.err;

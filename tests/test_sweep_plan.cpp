@@ -133,8 +133,9 @@ TEST(SweepResume, ReusesOnlyRunsWithTheSameKey) {
     return testing::run_kvscope(args);
   };
   ASSERT_EQ(ppl("old.h5", {}).code, 0);
-  // What an interrupted sweep leaves: finished runs of the old text in the resume file.
-  std::filesystem::copy_file(dir / "old.h5", dir / "new.h5.resume.h5");
+  // What an interrupted sweep leaves: finished runs of the old text beside the output.
+  std::filesystem::create_directory(dir / "new.h5.resume");
+  std::filesystem::copy_file(dir / "old.h5", dir / "new.h5.resume" / "run-0123456789abcdef.h5");
   write_ids("ids.txt", 5);
   const auto resumed = ppl("new.h5", {"--resume"});
   ASSERT_EQ(resumed.code, 0) << resumed.err;

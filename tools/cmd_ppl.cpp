@@ -1,6 +1,5 @@
 #include <algorithm>
 #include <cstdio>
-#include <filesystem>
 #include <optional>
 #include <sstream>
 
@@ -14,6 +13,7 @@
 #include "eval/distributed_sweep.h"
 #include "eval/ppl.h"
 #include "eval/ppl_results.h"
+#include "eval/resume_journal.h"
 #include "eval/sweep.h"
 #include "eval/sweep_plan.h"
 #include "io/atomic_output.h"
@@ -96,7 +96,8 @@ Command register_ppl(CLI::App& app) {
                   "per-token results are identical for every batch size on CPU in float32")
       ->check(at_least(1));
   cmd->add_option("--max-memory", max_memory, "memory the sweep may use, e.g. 8G (default: 90% of the free memory)")->check(non_empty());
-  cmd->add_flag("--resume", resume, "continue an interrupted sweep from OUT.resume.h5, reusing the runs it finished with the same key");
+  cmd->add_flag("--resume", resume,
+                "continue an interrupted sweep from the runs it finished (OUT.resume/, one file per run), reusing those with the same key");
   cmd->add_flag("--force", force, "overwrite existing outputs");
   add_runtime_options(cmd, rt);
   cmd->footer("Policies: " + known_policies_text() + ". Merge weightings: " + known_merge_weightings() + ".");
@@ -107,10 +108,12 @@ Command register_ppl(CLI::App& app) {
             const std::vector<std::string> given = given_settings(cmd, settings);
             const std::vector<std::string> inputs = input_files(model_dir, texts, ids);
             std::optional<AtomicOutput> output;
-            const std::string out_path = out, resume_path = out + ".resume.h5";
+            const std::string out_path = out;
+            const ResumeJournal journal(out);
             std::string csv_path, md_path;
             if (leader) {
-              for (const std::string& o : {out, resume_path}) refuse_output_over_inputs(o, inputs);
+              refuse_output_over_inputs(out, inputs);
+              for (const std::string& o : journal.paths()) refuse_output_over_inputs(o, inputs);
               output.emplace(out, force);
               csv_path = sidecar_path(out, ".csv", force);
               md_path = sidecar_path(out, ".md", force);
@@ -146,15 +149,16 @@ Command register_ppl(CLI::App& app) {
             PplProvenance prov{model_dir, command_line(), settings, sources};
             prov.settings.stride = plan.stride;
             std::vector<PplRun> finished;
-            std::error_code ec;
             if (leader) {  // the other ranks are handed only runs rank 0 has not finished
-              if (resume && std::filesystem::exists(resume_path, ec)) {
-                check_resumable(resume_path, prov);
-                finished = read_ppl_results(resume_path);
+              const bool left = journal.has_runs();
+              if (resume && left) {
+                finished = journal.runs_for(prov);
               } else if (resume) {
-                std::fprintf(stderr, "ppl: --resume: no %s, starting from the beginning\n", resume_path.c_str());
-              } else if (std::filesystem::exists(resume_path, ec) && !force) {
-                fail(resume_path, ": an interrupted sweep left this; pass --resume to continue it or --force to start over");
+                std::fprintf(stderr, "ppl: --resume: no finished runs in %s, starting from the beginning\n", journal.directory().c_str());
+              } else if (left && !force) {
+                fail(journal.directory(), ": an interrupted sweep left its finished runs here; pass --resume to continue it or --force to start over");
+              } else if (left) {
+                journal.clear();  // --force: this sweep starts over
               }
             }
             std::vector<std::optional<PplRun>> results(plan.runs.size());
@@ -180,7 +184,7 @@ Command register_ppl(CLI::App& app) {
             }
             const int64_t batch_used = choose_batch(model, pending, batch, max_memory);
             prov.batch = batch_used;
-            auto finished_runs = [&] {
+            const auto finished_runs = [&] {
               std::vector<PplRun> runs;
               for (const auto& r : results)
                 if (r) runs.push_back(*r);
@@ -199,9 +203,7 @@ Command register_ppl(CLI::App& app) {
               const PlannedRun& pr = plan.runs[j];
               results[j] = to_ppl_run(pr, sources[pr.document], std::move(r));
               // Finished runs are saved as each one ends, so an interrupted sweep can resume.
-              AtomicOutput checkpoint(resume_path, true);
-              write_ppl_results(checkpoint.temp_path().string(), finished_runs(), prov, c.raw_json, /*summary=*/nullptr);
-              checkpoint.commit();
+              journal.record(*results[j], prov, c.raw_json);
             };
             run_distributed_sweep(model, all_runs, longest_first(all_runs, todo), batch_used, plan_id, callbacks);
             if (!leader) return 0;
@@ -216,7 +218,7 @@ Command register_ppl(CLI::App& app) {
             std::printf("%s", md.c_str());
             write_ppl_results(output->temp_path().string(), runs, prov, c.raw_json, &rows);
             output->commit();
-            std::filesystem::remove(resume_path, ec);
+            journal.clear();
             write_text_file(csv_path, csv_table(rows));
             write_text_file(md_path, md);
             std::fprintf(stderr, "wrote %s, %s, %s\n", out_path.c_str(), csv_path.c_str(), md_path.c_str());

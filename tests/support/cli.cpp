@@ -77,6 +77,8 @@ bool wait_for_size(const std::string& path, uintmax_t bytes, double timeout_seco
       timeout_seconds);
 }
 
+bool wait_until(const std::function<bool()>& ready, double timeout_seconds) { return poll_until(ready, timeout_seconds); }
+
 CliResult run_kvscope(const std::vector<std::string>& args) { return run_program(KVSCOPE_BINARY, args); }
 
 CliResult run_program(const std::string& program, const std::vector<std::string>& args) {

@@ -1,5 +1,6 @@
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,7 @@ int spawn_kvscope(const std::vector<std::string>& args, const std::string& stder
 // is at least `bytes` long. The timeout only bounds a failure; false if it passed.
 bool wait_for_text(const std::string& path, const std::string& text, double timeout_seconds = 300);
 bool wait_for_size(const std::string& path, uintmax_t bytes, double timeout_seconds = 300);
+bool wait_until(const std::function<bool()>& ready, double timeout_seconds = 300);
 
 // Runs the kvscope binary with `args` (each shell-quoted) and captures its outputs.
 CliResult run_kvscope(const std::vector<std::string>& args);
