@@ -51,19 +51,19 @@ std::vector<std::string> ResumeJournal::run_files() const {
 
 bool ResumeJournal::has_runs() const { return !run_files().empty(); }
 
-std::vector<PplRun> ResumeJournal::runs_for(const PplProvenance& now) const {
-  for (const std::string& file : run_files()) check_resumable(file, now);
-  return runs();
-}
-
-std::vector<PplRun> ResumeJournal::runs() const {
+std::vector<PplRun> ResumeJournal::read_runs(const PplProvenance* now) const {
   std::vector<PplRun> all;
   for (const std::string& file : run_files()) {
+    if (now) check_resumable(file, *now);
     std::vector<PplRun> more = read_ppl_results(file);
     all.insert(all.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
   }
   return all;
 }
+
+std::vector<PplRun> ResumeJournal::runs_for(const PplProvenance& now) const { return read_runs(&now); }
+
+std::vector<PplRun> ResumeJournal::runs() const { return read_runs(nullptr); }
 
 void ResumeJournal::record(const PplRun& run, const PplProvenance& provenance, const std::string& model_config_json) const {
   // Keys are 16 hex digits (sweep_plan.cpp); anything else would not make a safe file name.

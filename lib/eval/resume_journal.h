@@ -38,6 +38,8 @@ class ResumeJournal {
 
  private:
   std::vector<std::string> run_files() const;
+  // One pass over the files: each checked against `now` (when given) and read.
+  std::vector<PplRun> read_runs(const PplProvenance* now) const;
   std::string directory_, single_file_;
 };
 

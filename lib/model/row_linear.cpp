@@ -196,8 +196,8 @@ Resolved available_or_fail(Resolved isa, const char* name) {
 
 // Auto: AVX2 with FMA where the CPU has it (with AVX-512VL's 32 registers where it has those
 // too: the same numbers, larger tiles), unless KVSCOPE_ROW_KERNELS names another. AVX-512
-// (16 lanes, other numbers) is not the default: on the 2-core AVX-512 machine this project is measured on it was no
-// faster for one row (memory-bound: 2.70-2.98 ms against 2.83-2.88 ms for a 32000 x 512
+// (16 lanes, other numbers) is not the default: on the 2-core AVX-512 machine this project
+// is measured on it was no faster for one row (memory-bound: 2.70-2.98 ms against 2.83-2.88 ms for a 32000 x 512
 // layer) and slower for 64 (19.6 against 17.1 ms), so it is an explicit choice.
 Resolved resolve(RowKernelIsa isa) {
   switch (isa) {
@@ -317,14 +317,27 @@ struct PickAvx512 {
 };
 #endif
 
-Kernels pick_kernels(RowKernelIsa isa) {
+// Built once per instruction set: decode asks for a table dozens of times per token.
+const Kernels& pick_kernels(RowKernelIsa isa) {
   switch (resolve(isa)) {
 #if KVSCOPE_HAVE_AVX2_KERNEL
-    case Resolved::Avx512: return kernel_table<PickAvx512>(true);
-    case Resolved::Avx2Wide: return kernel_table<PickAvx2Wide>(true);
-    case Resolved::Avx2: return kernel_table<PickAvx2>(false);
+    case Resolved::Avx512: {
+      static const Kernels table = kernel_table<PickAvx512>(true);
+      return table;
+    }
+    case Resolved::Avx2Wide: {
+      static const Kernels table = kernel_table<PickAvx2Wide>(true);
+      return table;
+    }
+    case Resolved::Avx2: {
+      static const Kernels table = kernel_table<PickAvx2>(false);
+      return table;
+    }
 #endif
-    default: return kernel_table<PickGeneric>(false);
+    default: {
+      static const Kernels table = kernel_table<PickGeneric>(false);
+      return table;
+    }
   }
 }
 
@@ -373,7 +386,7 @@ bool row_linear_supported(const at::Tensor& weight) {
 }
 
 void row_linear_parts_raw(const float* X, int64_t B, int64_t K, const RowLinearPart* parts, int count, RowKernelIsa isa) {
-  const Kernels kernels = pick_kernels(isa);
+  const Kernels& kernels = pick_kernels(isa);
   int64_t total = 0;
   for (int p = 0; p < count; ++p) total += parts[p].n;
   // Enough weight rows per slice that a slice outlasts the cost of handing it to a thread.

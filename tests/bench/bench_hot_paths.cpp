@@ -180,7 +180,7 @@ BENCHMARK(BM_SingularValues)->Args({1024, 128})->Args({4096, 128})->Unit(benchma
 // What rank 0 of an MPI sweep does for each run another rank finishes: decode its message
 // (4,096 scored tokens), and record the run in the resume journal.
 // A run key as the sweep plan makes them: 16 hex digits.
-std::string concat_hex(int64_t i) {
+std::string run_key(int64_t i) {
   char key[17];
   std::snprintf(key, sizeof key, "%016llx", static_cast<unsigned long long>(i));
   return key;
@@ -212,7 +212,7 @@ void BM_ResumeRecord(benchmark::State& state) {
   auto run_numbered = [&](int64_t i) {
     PplRun r;
     r.policy = "h2o";
-    r.key = concat_hex(i);
+    r.key = run_key(i);
     r.budget_label = "128";
     r.nll = o.nll;
     r.token_index = o.token_index;
